@@ -4,7 +4,7 @@
 //   node scripts/build-native.mjs            build for this machine
 //   node scripts/build-native.mjs --arch=arm64   cross-build (set CC/CXX/LINK to aarch64-linux-gnu-*)
 import { spawnSync } from "node:child_process";
-import { existsSync } from "node:fs";
+import { existsSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -29,8 +29,11 @@ if (!nodedir) {
 }
 const require = createRequire(import.meta.url);
 const gyp = require.resolve("node-gyp/bin/node-gyp.js");
-const r = spawnSync(process.execPath, [gyp, "rebuild", `--nodedir=${nodedir}`, `--arch=${arch}`, ...args.filter((a) => a.startsWith("--") && !a.startsWith("--arch=") && a !== "--force")], {
+// Incremental `build` when configured for this arch already; `rebuild` (configure + build) otherwise.
+const configured = existsSync(join(root, "build", "Makefile")) && existsSync(join(root, "build", `.arch-${arch}`));
+const r = spawnSync(process.execPath, [gyp, configured ? "build" : "rebuild", "--loglevel=warn", `--nodedir=${nodedir}`, `--arch=${arch}`, ...args.filter((a) => a.startsWith("--") && !a.startsWith("--arch=") && a !== "--force")], {
   cwd: root,
   stdio: "inherit",
 });
+if (r.status === 0 && !configured) writeFileSync(join(root, "build", `.arch-${arch}`), "");
 process.exit(r.status ?? 1);
