@@ -506,6 +506,37 @@ static napi_value Munmap(napi_env env, napi_callback_info info) {
   return js_bool(env, true);
 }
 
+/* mmapFixed(arraybuffer, offset, length, prot, flags, fd, fileOffset): replaces pages inside a live
+ * mapping from `mmap` with a mapping of `fd` (MAP_FIXED). Lets one contiguous view be assembled from
+ * several sources (e.g. non-contiguous guest frames of a memfd). SAFETY: the range is checked to lie
+ * inside the live mapping, so MAP_FIXED can never clobber memory we do not own. */
+static napi_value MmapFixed(napi_env env, napi_callback_info info) {
+  napi_value argv[7];
+  void *data;
+  size_t len;
+  uint64_t off, n, foff;
+  int32_t prot, flags, fd;
+  bool is;
+  get_args(env, info, 7, argv);
+  napi_is_arraybuffer(env, argv[0], &is);
+  if (!is) return throw_type(env, "mmapFixed takes an ArrayBuffer returned by mmap");
+  napi_get_arraybuffer_info(env, argv[0], &data, &len);
+  if (!get_u64(env, argv[1], &off, "offset") || !get_u64(env, argv[2], &n, "length") ||
+      !get_i32(env, argv[3], &prot, "prot") || !get_i32(env, argv[4], &flags, "flags") ||
+      !get_i32(env, argv[5], &fd, "fd") || !get_u64(env, argv[6], &foff, "fileOffset"))
+    return NULL;
+  mapping_t *m = NULL;
+  for (mapping_t *p = g_mappings; p; p = p->next)
+    if (p->addr == data && !p->unmapped) m = p;
+  if (!m) return throw_type(env, "ArrayBuffer is not a live mapping from mmap");
+  long page = sysconf(_SC_PAGESIZE);
+  if (n == 0 || off % page || off > m->len || n > m->len - off) return throw_range(env, "mmapFixed range must be page-aligned and inside the mapping");
+  void *want = (char *)m->addr + off;
+  void *got = mmap(want, (size_t)n, prot, flags | MAP_FIXED, fd, (off_t)foff);
+  if (got == MAP_FAILED) return throw_sys(env, "mmap", errno, "MAP_FIXED");
+  return js_undefined(env);
+}
+
 /* leakedMappings() -> how many mappings the finalizer had to unmap. */
 static napi_value LeakedMappings(napi_env env, napi_callback_info info) {
   (void)info;
@@ -925,7 +956,7 @@ static napi_value Init(napi_env env, napi_value exports) {
       FN("setNonblocking", SetNonblocking), FN("dup", Dup),
       FN("eventfd", EventFdCreate), FN("eventfdRead", EventFdRead), FN("eventfdWrite", EventFdWrite),
       FN("ioctl", Ioctl), FN("addressOf", AddressOf),
-      FN("mmap", Mmap), FN("munmap", Munmap), FN("msync", Msync), FN("leakedMappings", LeakedMappings),
+      FN("mmap", Mmap), FN("munmap", Munmap), FN("mmapFixed", MmapFixed), FN("msync", Msync), FN("leakedMappings", LeakedMappings),
       FN("memfdCreate", MemfdCreate), FN("ftruncate", Ftruncate), FN("fence", Fence),
       FN("socketpair", SocketPair), FN("unixConnect", UnixConnect), FN("unixListen", UnixListen),
       FN("accept", Accept), FN("sendmsg", SendMsg), FN("recvmsg", RecvMsg),

@@ -55,6 +55,29 @@ export function munmap(buffer: ArrayBuffer): boolean {
   return binding().munmap(buffer);
 }
 
+/**
+ * Replaces `length` bytes at `offset` of a live mapping with a mapping of `fd` at `fileOffset` (MAP_FIXED).
+ * Builds one contiguous view from several sources, e.g. non-contiguous frames of a memfd. The range must be
+ * page-aligned and inside the mapping (checked by the addon), so nothing outside it can be replaced.
+ */
+export function mmapFixed(
+  buffer: ArrayBuffer,
+  offset: number,
+  length: number,
+  options: { fd: number; fileOffset?: number | bigint; prot?: number; flags?: number },
+): void {
+  const c = binding().constants;
+  binding().mmapFixed(
+    buffer,
+    offset,
+    length,
+    options.prot ?? c.PROT_READ | c.PROT_WRITE,
+    options.flags ?? c.MAP_SHARED,
+    options.fd,
+    options.fileOffset ?? 0,
+  );
+}
+
 /** How many mappings were garbage-collected without `munmap` (each also logged to stderr by the addon). */
 export function leakedMappings(): number {
   return binding().leakedMappings();

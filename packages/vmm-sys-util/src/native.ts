@@ -65,6 +65,7 @@ export interface NativeBinding {
   addressOf(view: Bytes): bigint;
   mmap(length: number | bigint, prot: number, flags: number, fd: number, offset: number | bigint): ArrayBuffer;
   munmap(buffer: ArrayBuffer): boolean;
+  mmapFixed(buffer: ArrayBuffer, offset: number, length: number, prot: number, flags: number, fd: number, fileOffset: number | bigint): void;
   msync(buffer: Bytes, offset: number, length: number, flags: number): void;
   leakedMappings(): number;
   memfdCreate(name: string, flags: number): number;
