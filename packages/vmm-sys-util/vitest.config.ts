@@ -1,5 +1,6 @@
 import { defineConfig } from "vitest/config";
 
 export default defineConfig({
-  test: { include: ["src/**/*.test.ts", "test/**/*.test.ts"], pool: "forks" },
+  // --expose-gc: the leak-detection tests drive the mmap finalizer.
+  test: { include: ["src/**/*.test.ts", "test/**/*.test.ts"], pool: "forks", execArgv: ["--expose-gc"] },
 });

@@ -26,55 +26,58 @@ export class AtomicAccess {
   readonly #u16: Uint16Array;
   readonly #u32: Uint32Array;
   readonly #u64: BigUint64Array;
-  readonly byteLength: number;
 
   /** Views `buffer[byteOffset, byteOffset+byteLength)`; byteOffset must be 8-byte aligned. */
   constructor(buffer: ArrayBuffer, byteOffset = 0, byteLength = buffer.byteLength - byteOffset) {
     if (byteOffset % 8 !== 0) throw new RangeError(`byteOffset ${byteOffset} must be 8-byte aligned`);
     if (byteOffset < 0 || byteLength < 0 || byteOffset + byteLength > buffer.byteLength)
       throw new RangeError("range outside the buffer");
-    this.byteLength = byteLength;
     this.#u8 = new Uint8Array(buffer, byteOffset, byteLength);
     this.#u16 = new Uint16Array(buffer, byteOffset, byteLength >>> 1);
     this.#u32 = new Uint32Array(buffer, byteOffset, byteLength >>> 2);
     this.#u64 = new BigUint64Array(buffer, byteOffset, byteLength >>> 3);
   }
 
+  /** The viewed length; 0 once the underlying mapping is unmapped (detached). */
+  get byteLength(): number {
+    return this.#u8.byteLength;
+  }
+
   load8(offset: number): number {
-    checkAligned(offset, 1, this.byteLength);
+    checkAligned(offset, 1, this.#u8.byteLength);
     return Atomics.load(this.#u8, offset);
   }
   store8(offset: number, value: number): void {
-    checkAligned(offset, 1, this.byteLength);
+    checkAligned(offset, 1, this.#u8.byteLength);
     Atomics.store(this.#u8, offset, value);
   }
   load16(offset: number): number {
-    checkAligned(offset, 2, this.byteLength);
+    checkAligned(offset, 2, this.#u8.byteLength);
     return Atomics.load(this.#u16, offset >>> 1);
   }
   store16(offset: number, value: number): void {
-    checkAligned(offset, 2, this.byteLength);
+    checkAligned(offset, 2, this.#u8.byteLength);
     Atomics.store(this.#u16, offset >>> 1, value);
   }
   load32(offset: number): number {
-    checkAligned(offset, 4, this.byteLength);
+    checkAligned(offset, 4, this.#u8.byteLength);
     return Atomics.load(this.#u32, offset >>> 2);
   }
   store32(offset: number, value: number): void {
-    checkAligned(offset, 4, this.byteLength);
+    checkAligned(offset, 4, this.#u8.byteLength);
     Atomics.store(this.#u32, offset >>> 2, value);
   }
   load64(offset: number): bigint {
-    checkAligned(offset, 8, this.byteLength);
+    checkAligned(offset, 8, this.#u8.byteLength);
     return Atomics.load(this.#u64, offset >>> 3);
   }
   store64(offset: number, value: bigint): void {
-    checkAligned(offset, 8, this.byteLength);
+    checkAligned(offset, 8, this.#u8.byteLength);
     Atomics.store(this.#u64, offset >>> 3, value);
   }
   /** Compare-and-exchange on a byte (e.g. ioreq state READY → INPROCESS); returns the old value. */
   compareExchange8(offset: number, expected: number, replacement: number): number {
-    checkAligned(offset, 1, this.byteLength);
+    checkAligned(offset, 1, this.#u8.byteLength);
     return Atomics.compareExchange(this.#u8, offset, expected, replacement);
   }
 }

@@ -14,10 +14,17 @@ export interface EventFdOptions {
  * An eventfd(2) counter: the doorbell of vhost-user (kick/call fds) and of the notifier relays.
  * Owns its fd; `close()` is idempotent.
  */
+let adopting: number | undefined;
+
 export class EventFd implements Disposable {
   #fd: number;
 
   constructor(options: EventFdOptions = {}) {
+    if (adopting !== undefined) {
+      this.#fd = adopting;
+      adopting = undefined;
+      return;
+    }
     const { initval = 0, nonblocking = true, semaphore = false } = options;
     if (!Number.isInteger(initval) || initval < 0 || initval > 0xffffffff)
       throw new RangeError(`eventfd initval ${initval} out of range`);
@@ -28,9 +35,8 @@ export class EventFd implements Disposable {
   /** Takes ownership of an existing eventfd (e.g. one received over SCM_RIGHTS). */
   static fromFd(fd: number): EventFd {
     if (!Number.isInteger(fd) || fd < 0) throw new RangeError(`invalid fd ${fd}`);
-    const e = Object.create(EventFd.prototype) as EventFd;
-    e.#fd = fd;
-    return e;
+    adopting = fd;
+    return new EventFd();
   }
 
   /** The fd, e.g. to send with SET_VRING_KICK. Stays owned by this object. */
