@@ -1,0 +1,7 @@
+export * from "./registers.js";
+export { VIRTIO_DEVICE_TYPES, deviceType, dtCompatible, parseDtCompatible, type VirtioDeviceType } from "./device-types.js";
+export type { VirtioDevice, QueueConfig, SharedMemoryRegion, ConfigValue, MaybePromise } from "./device.js";
+export {
+  VirtioMmioTransport, DEFAULT_VENDOR_ID,
+  type VirtioMmioOptions, type VirtioMmioEvents, type VirtioMmioCounters, type AccessSize, type Logger,
+} from "./transport.js";
