@@ -3,5 +3,5 @@ export { VIRTIO_DEVICE_TYPES, deviceType, dtCompatible, parseDtCompatible, type 
 export type { VirtioDevice, QueueConfig, SharedMemoryRegion, ConfigValue, MaybePromise } from "./device.js";
 export {
   VirtioMmioTransport, DEFAULT_VENDOR_ID,
-  type VirtioMmioOptions, type VirtioMmioEvents, type VirtioMmioCounters, type AccessSize, type Logger,
+  type VirtioMmioOptions, type VirtioMmioEvents, type VirtioMmioCounters, type AccessSize,
 } from "./transport.js";

@@ -7,17 +7,10 @@
 import { EventEmitter } from "eventemitter3";
 import type { ConfigValue, MaybePromise, QueueConfig, VirtioDevice } from "./device.js";
 import * as R from "./registers.js";
+import { noopLogger, type Logger } from "@xen-vhost/vmm-sys-util";
 
 const { VirtioStatus: S } = R;
 
-export interface Logger {
-  debug(msg: string, fields?: Record<string, unknown>): void;
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
-
-const noopLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 export type AccessSize = 1 | 2 | 4 | 8;
 

@@ -12,3 +12,4 @@ export {
   defineStruct, StructLayout, u8, i8, u16, i16, u32, i32, u64, i64, bits, bytes,
   type FieldSpec, type StructValue, type StructOptions,
 } from "./struct.js";
+export { type Logger, noopLogger } from "./logger.js";
