@@ -73,6 +73,7 @@ export function classifyErrno(err: unknown, what: string, overrides: Partial<Rec
           return "DeviceUnavailable";
         case "ENOTTY":
         case "EOPNOTSUPP":
+        case "ENOTSUP": // same errno (95) on Linux; Node names it ENOTSUP
         case "ENOSYS":
           return "Unsupported";
         case "EEXIST":

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import type { StructLayout, FieldSpec } from "@xen-vhost/vmm-sys-util";
+import type { FieldSpec } from "@xen-vhost/vmm-sys-util";
 import * as abi from "../src/kvm/abi.js";
 
 const isX86 = process.arch === "x64";
@@ -23,7 +23,8 @@ const canProbe = hasCc() && existsSync("/usr/include/linux/kvm.h");
 const required = process.env["ABI_TEST_REQUIRED"] === "1";
 
 interface Probe {
-  layout: StructLayout<Record<string, FieldSpec>>;
+  /** The parts of a StructLayout the probe reads (StructLayout<F> is invariant in F). */
+  layout: { readonly name: string; readonly size: number; readonly align: number; readonly fields: Readonly<Record<string, FieldSpec>> };
   /** C type the layout mirrors (a struct, or a `__typeof__` of a union member). */
   ctype: string;
   /** For union members of struct kvm_run: the member name, whose offset in kvm_run is also checked. */

@@ -91,7 +91,13 @@ export class Kvm implements Disposable {
     }
     const kvm = new Kvm(fd);
     try {
-      const v = kvm.apiVersion();
+      let v: number;
+      try {
+        v = ioctl(fd, KVM_GET_API_VERSION);
+      } catch (err) {
+        // ENOTTY: the node exists but is not KVM (a wrong path, /dev/null in a container).
+        throw classifyErrno(err, `${path}: KVM_GET_API_VERSION`, { ENOTTY: "DeviceUnavailable" });
+      }
       if (v !== KVM_API_VERSION)
         throw new NotifierError("ApiVersion", `${path}: KVM API version ${v}, expected ${KVM_API_VERSION}`);
     } catch (err) {
@@ -328,7 +334,15 @@ export class KvmVm implements Disposable {
       flags: resamplefd !== undefined ? KVM_IRQFD_FLAG_RESAMPLE : 0,
       resamplefd: resamplefd ?? 0,
     });
-    call(this.fd, KVM_IRQFD, arg, `KVM_IRQFD assign gsi ${gsi}`);
+    try {
+      ioctl(this.fd, KVM_IRQFD, arg);
+    } catch (err) {
+      const what = `KVM_IRQFD assign gsi ${gsi}`;
+      // x86 answers EINVAL when there is no in-kernel irqchip to route the GSI to.
+      if (!this.#irqchip && err instanceof SysError && err.code === "EINVAL")
+        throw new NotifierError("Unsupported", `${what}: EINVAL (no in-kernel irqchip: KvmVm.createIrqchip())`, { cause: err });
+      throw classifyErrno(err, what);
+    }
   }
 
   /** KVM_IRQFD with KVM_IRQFD_FLAG_DEASSIGN (matched on fd + gsi). Unknown pairs are ignored by the kernel. */
