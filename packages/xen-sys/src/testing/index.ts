@@ -1,0 +1,2 @@
+// Test helpers for this package and its dependents (published as "@xen-vhost/xen-sys/testing").
+export { RecordingTransport, fail, type RecordedCall, type Responders } from "./recording-transport.js";
