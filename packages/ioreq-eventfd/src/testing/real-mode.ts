@@ -181,6 +181,12 @@ export class Asm16 {
   outDxAl(): this { return this.#emit(0xee); }
   /** out dx, ax */
   outDxAx(): this { return this.#emit(0xef); }
+  /** loop to an earlier offset (dec cx; jump while cx != 0) */
+  loopTo(target: number): this {
+    const rel = target - (this.#out.length + 2);
+    if (rel < -128 || rel > 127) throw new RangeError(`loop target ${rel} bytes away does not fit rel8`);
+    return this.#emit(0xe2, rel & 0xff);
+  }
   /** loop $ (decrements cx until zero: a bounded busy wait) */
   loopSelf(): this { return this.#emit(0xe2, 0xfe); }
   /** jmp $ */
