@@ -1,0 +1,137 @@
+// Run by xen-sys.sh in dom0: node xen-sys.mjs <xl list -v output> <xl info output> <domU name>
+// Prints "RIG: ok ..." per passed check and "RIG: FAIL xen-sys <what>: ours <x>, xl <y>" per difference,
+// then "RIG: ok xen-sys" only if nothing differed.
+import { readFileSync } from "node:fs";
+import * as xenSys from "@xen-vhost/xen-sys";
+
+const { Xen, XenError } = xenSys;
+const [xlListFile, xlInfoFile, domuName] = process.argv.slice(2);
+let failures = 0;
+const ok = (check, detail = "") => console.log(`RIG: ok ${check}${detail ? ` ${detail}` : ""}`);
+const fail = (what, detail) => {
+  failures++;
+  console.log(`RIG: FAIL xen-sys ${what}: ${detail instanceof Error ? `${detail.name}${detail.kind ? `(${detail.kind})` : ""}: ${detail.message}` : detail}`);
+};
+const same = (what, ours, theirs) => {
+  if (String(ours) === String(theirs)) return true;
+  fail(what, `ours ${ours}, xl ${theirs}`);
+  return false;
+};
+const timed = (fn) => {
+  const t0 = process.hrtime.bigint();
+  const r = fn();
+  return [r, (Number(process.hrtime.bigint() - t0) / 1e6).toFixed(1)];
+};
+
+// `xl list -v`: Name ID Mem VCPUs State Time(s) UUID Reason-Code Security-Label
+function parseXlList(text) {
+  const rows = new Map();
+  for (const line of text.split("\n").slice(1)) {
+    const f = line.trim().split(/\s+/);
+    if (f.length < 7 || !/^\d+$/.test(f[1])) continue;
+    rows.set(Number(f[1]), { name: f[0], mem: Number(f[2]), vcpus: Number(f[3]), state: f[4], uuid: f[6] });
+  }
+  return rows;
+}
+// `xl info`: "key : value" lines
+function parseXlInfo(text) {
+  return Object.fromEntries(text.split("\n").filter((l) => l.includes(":")).map((l) => {
+    const i = l.indexOf(":");
+    return [l.slice(0, i).trim(), l.slice(i + 1).trim()];
+  }));
+}
+// xl's state column letters for the flags that do not change from one instant to the next
+// (r and b do: a vCPU runs or blocks between the two snapshots). xl_info.c: "rbpscd".
+const stableState = (s) => s.slice(2, 6);
+function ourState(d) {
+  const crashed = d.shutdown && d.shutdownReason === 3;
+  return `${d.paused ? "p" : "-"}${d.shutdown && !crashed ? "s" : "-"}${crashed ? "c" : "-"}${d.dying ? "d" : "-"}`;
+}
+
+const xl = parseXlList(readFileSync(xlListFile, "utf8"));
+const info = parseXlInfo(readFileSync(xlInfoFile, "utf8"));
+const xen = Xen.open();
+try {
+  // ---- domain list --------------------------------------------------------------------------------------
+  const [domains, ms] = timed(() => xen.listDomains());
+  console.log(`RIG: xen-sys listDomains: ${domains.length} domains in ${ms} ms (sysctl interface 0x${xen.control.sysctlVersion.accepted?.toString(16)})`);
+  for (const d of domains) {
+    console.log(`RIG:   domid ${d.domid}: totPages ${d.totPages} maxPages ${d.maxPages} vcpus ${d.onlineVcpus}/${d.maxVcpuId + 1} ` +
+      `uuid ${d.uuid} flags 0x${d.flags.toString(16)} cpupool ${d.cpupool} gpaddrBits ${d.gpaddrBits} arch ${JSON.stringify(d.arch)}`);
+  }
+  const ids = domains.map((d) => d.domid).sort((a, b) => a - b).join(",");
+  const xlIds = [...xl.keys()].sort((a, b) => a - b).join(",");
+  let listOk = same("domids", ids, xlIds);
+  const domu = [...xl.entries()].find(([, r]) => r.name === domuName)?.[0];
+  if (domu === undefined) fail("setup", `xl list has no ${domuName}`);
+  for (const d of domains) {
+    const r = xl.get(d.domid);
+    if (!r) continue;
+    const memMiB = Number(((d.totPages + d.outstandingPages) * 4n) >> 10n); // xl: (current_memkb + outstanding_memkb) >> 10
+    listOk = same(`domain ${d.domid} memory MiB`, memMiB, r.mem) && listOk;
+    listOk = same(`domain ${d.domid} online vcpus`, d.onlineVcpus, r.vcpus) && listOk;
+    listOk = same(`domain ${d.domid} uuid`, d.uuid, r.uuid) && listOk;
+    listOk = same(`domain ${d.domid} state flags (pscd)`, ourState(d), stableState(r.state)) && listOk;
+  }
+  if (listOk) ok("xen-sys domain list", `domids ${ids}; memory, vcpus, uuid, pscd flags equal to xl list -v`);
+
+  // ---- getdomaininfo (domctl) ---------------------------------------------------------------------------
+  let one = true;
+  for (const d of domains) {
+    const g = xen.getDomainInfo(d.domid);
+    for (const k of ["domid", "totPages", "maxPages", "onlineVcpus", "maxVcpuId", "uuid", "cpupool"]) {
+      one = same(`getDomainInfo(${d.domid}).${k} vs the list entry`, g[k], d[k]) && one;
+    }
+  }
+  try {
+    xen.getDomainInfo(4242);
+    one = false;
+    fail("getDomainInfo(4242)", "no error for a domain that does not exist");
+  } catch (e) {
+    if (e instanceof XenError && e.kind === "NoSuchDomain") console.log(`RIG:   getDomainInfo(4242): ${e.kind}: ${e.message}`);
+    else { one = false; fail("getDomainInfo(4242)", e); }
+  }
+  if (one) ok("xen-sys getdomaininfo", "agrees with getdomaininfolist; a missing domain is NoSuchDomain");
+
+  // ---- physinfo ----------------------------------------------------------------------------------------
+  const p = xen.physinfo();
+  let phys = true;
+  phys = same("physinfo nr_cpus", p.nrCpus, info.nr_cpus) && phys;
+  phys = same("physinfo max_cpu_id", p.maxCpuId, info.max_cpu_id) && phys;
+  phys = same("physinfo nr_nodes", p.nrNodes, info.nr_nodes) && phys;
+  phys = same("physinfo cores_per_socket", p.coresPerSocket, info.cores_per_socket) && phys;
+  phys = same("physinfo threads_per_core", p.threadsPerCore, info.threads_per_core) && phys;
+  phys = same("physinfo total_memory MiB", Number((p.totalPages * 4n) >> 10n), info.total_memory) && phys;
+  phys = same("physinfo cpu_mhz", `${Math.floor(p.cpuKhz / 1000)}.${String(p.cpuKhz % 1000).padStart(3, "0")}`, info.cpu_mhz) && phys;
+  const ourCaps = Object.entries(p.capabilities).filter(([, v]) => v).map(([k]) => k.replace(/_/g, "-")).sort().join(" ");
+  const xlCaps = (info.virt_caps ?? "").split(/\s+/).filter(Boolean).map((c) => c.replace(/_/g, "-")).sort().join(" ");
+  phys = same("physinfo capabilities vs virt_caps", ourCaps, xlCaps) && phys;
+  if (phys) ok("xen-sys physinfo", `${p.nrCpus} cpus, ${Number((p.totalPages * 4n) >> 10n)} MiB, caps ${ourCaps}`);
+
+  // ---- dm_op nr_vcpus ----------------------------------------------------------------------------------
+  if (domu !== undefined) {
+    try {
+      const n = xen.nrVcpus(domu);
+      if (same("dm_op nr_vcpus", n, xl.get(domu).vcpus)) ok("xen-sys dm_op nr_vcpus", `domain ${domu}: ${n}`);
+    } catch (e) {
+      fail(`dm_op nr_vcpus (domain ${domu})`, e);
+    }
+  }
+
+  // ---- console_io --------------------------------------------------------------------------------------
+  // The marker below is only ever written through the hypercall, never to stdout.
+  const token = Math.random().toString(36).slice(2, 10);
+  xen.consoleWrite(`RIG: ok console_${"io"} written by Xen.consoleWrite token=${token}\n`);
+  console.log(`RIG: console_io write returned (token reversed: ${[...token].reverse().join("")})`);
+
+  // ---- XenStore ----------------------------------------------------------------------------------------
+  const XenStore = xenSys.XenStore ?? xenSys.XenStoreClient;
+  if (typeof XenStore !== "function") console.log("RIG: note xen-sys exports no XenStore client yet: xenstore checks skipped");
+} catch (e) {
+  fail("unexpected exception", e);
+  console.log(e?.stack);
+} finally {
+  xen.close();
+}
+if (failures === 0) ok("xen-sys");
+process.exitCode = failures ? 1 : 0;
