@@ -100,6 +100,16 @@ describe.skipIf(!hasKvm)("KvmNotifier.ioeventfd with a real guest (needs /dev/kv
     expect(q1.eventfd.read()).toBe(3n);
   });
 
+  it("len 0 matches writes of any width (KVM_CAP_IOEVENTFD_ANY_LENGTH)", () => {
+    // mov byte [0], al; mov word [0], ax; mov dword [0], eax with ds = 0x1000
+    const code = new Asm16().movAx(DOORBELL >> 4).movDsAx().movEax(7).storeAl(0).storeAx(0).storeEax(0).hlt().bytes();
+    using g = RealModeVm.create({ code });
+    using n = new KvmNotifier(g.vm);
+    const h = n.ioeventfd({ addr: BigInt(DOORBELL), len: 0 });
+    expect(g.runUntil(untilHlt)).toEqual([{ reason: "hlt" }]);
+    expect(h.eventfd.read()).toBe(3n);
+  });
+
   it("a write of another width does not match (len 2 ioeventfd, 4-byte write exits)", () => {
     using g = RealModeVm.create({ code: mmioWrite(7) });
     using n = new KvmNotifier(g.vm);
