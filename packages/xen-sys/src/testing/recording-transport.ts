@@ -11,7 +11,8 @@ import type {
 
 /** One recorded call: the method and copies of its byte arguments as passed in. */
 export type RecordedCall =
-  | { method: "sysctl" | "domctl"; op: Uint8Array; handles: { offset: number; data: Uint8Array }[] }
+  | { method: "sysctl"; op: Uint8Array; handles: { offset: number; data: Uint8Array }[] }
+  | { method: "domctl"; op: Uint8Array; handles: { offset: number; data: Uint8Array }[] }
   | { method: "consoleIo"; cmd: number; data: Uint8Array }
   | { method: "dmOp"; domid: number; bufs: Uint8Array[] }
   | { method: "mmapForeign"; domid: number; gfns: bigint[]; options: ForeignMapOptions }
