@@ -24,15 +24,26 @@ interface Entry {
 /** Returned for addresses >= 2^53: valid guest addresses that no region can contain. */
 const UNBACKED = -1;
 
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
+const U64_MAX = 0xffff_ffff_ffff_ffffn;
+
 function toNum(addr: GuestAddressLike): number {
   if (typeof addr === "number") {
-    if (!Number.isSafeInteger(addr) || addr < 0) throw new RangeError(`guest address ${addr} is not a non-negative safe integer`);
-    return addr;
+    // `addr >= 0 && addr <= MAX_SAFE_INTEGER && integer`, cheapest form first (the hot path).
+    if (addr >= 0 && addr <= Number.MAX_SAFE_INTEGER && Math.floor(addr) === addr) return addr;
+    throw new RangeError(`guest address ${addr} is not a non-negative safe integer`);
   }
   const v = typeof addr === "bigint" ? addr : addr.value;
-  if (v < 0n || v > 0xffff_ffff_ffff_ffffn) throw new RangeError(`guest address ${v} outside 0..2^64-1`);
-  return v > BigInt(Number.MAX_SAFE_INTEGER) ? UNBACKED : Number(v);
+  if (v <= MAX_SAFE_BIG) {
+    if (v < 0n) throw new RangeError(`guest address ${v} outside 0..2^64-1`);
+    return Number(v);
+  }
+  if (v > U64_MAX) throw new RangeError(`guest address ${v} outside 0..2^64-1`);
+  return UNBACKED;
 }
+
+/** 2^(8 * width): the first value that does not fit a store of `width` bytes. */
+const LIMIT = [0, 0x100, 0x10000, 0, 0x1_0000_0000] as const;
 
 function addrText(addr: GuestAddressLike): string {
   return hex(typeof addr === "number" ? addr : typeof addr === "bigint" ? addr : addr.value);
@@ -191,8 +202,12 @@ export class GuestMemory implements Disposable {
   checkRange(addr: GuestAddressLike, len: number): boolean {
     checkLength(len);
     this.#checkOpen();
+    const a = toNum(addr);
+    // Fast path: inside one region (no allocation).
+    const e = this.#lookup(a);
+    if (e !== undefined && len <= e.end - a) return true;
     try {
-      this.#segments(toNum(addr), len, addr);
+      this.#segments(a, len, addr);
       return true;
     } catch (e) {
       if (e instanceof GuestMemoryError) return false;
@@ -207,7 +222,7 @@ export class GuestMemory implements Disposable {
     const out: Segment[] = [];
     let cur = a;
     let left = len;
-    if ((a === UNBACKED || a + len - 1 > MAX_REGION_END) && addrBig(addr) + BigInt(len) - 1n > 0xffff_ffff_ffff_ffffn)
+    if ((a === UNBACKED || a + len - 1 > MAX_REGION_END) && addrBig(addr) + BigInt(len) - 1n > U64_MAX)
       throw new GuestMemoryError("Overflow", `${addrText(addr)} + ${len} overflows`, { address: addrBig(addr) });
     while (left > 0) {
       const e = this.#lookup(cur);
@@ -393,8 +408,11 @@ export class GuestMemory implements Disposable {
     }
   }
 
-  /** Entry and region offset for an aligned atomic access of `width` bytes. */
-  #atomicTarget(addr: GuestAddressLike, width: number): [Entry, number] {
+  /** Region offset of the last #atomicTarget() (a field rather than a tuple: no allocation per access). */
+  #atomicOffset = 0;
+
+  /** Entry for an aligned atomic access of `width` bytes; the region offset is left in #atomicOffset. */
+  #atomicTarget(addr: GuestAddressLike, width: number): Entry {
     const a = toNum(addr);
     if (a !== UNBACKED && a % width !== 0)
       throw new GuestMemoryError("Unaligned", `guest address ${addrText(addr)} is not ${width}-byte aligned`, { address: addrBig(addr) });
@@ -405,11 +423,13 @@ export class GuestMemory implements Disposable {
     // A region whose base is not aligned like its mapping cannot do an aligned access at this address.
     if (off % width !== 0)
       throw new GuestMemoryError("Unaligned", `offset ${off} in region ${hex(e.base)} is not ${width}-byte aligned`, { address: addrBig(addr) });
-    return [e, off];
+    this.#atomicOffset = off;
+    return e;
   }
 
   #load(addr: GuestAddressLike, width: 1 | 2 | 4): number {
-    const [e, off] = this.#atomicTarget(addr, width);
+    const e = this.#atomicTarget(addr, width);
+    const off = this.#atomicOffset;
     const m = e.region.mapping;
     if (m) return width === 2 ? m.atomics.load16(off) : width === 4 ? m.atomics.load32(off) : m.atomics.load8(off);
     const v = e.region.borrow(off, width);
@@ -422,9 +442,10 @@ export class GuestMemory implements Disposable {
   }
 
   #store(addr: GuestAddressLike, width: 1 | 2 | 4, value: number): void {
-    if (!Number.isInteger(value) || value < 0 || value >= 2 ** (width * 8))
+    if (!(value >= 0 && value < LIMIT[width] && Math.floor(value) === value))
       throw new RangeError(`value ${value} does not fit ${width * 8} bits`);
-    const [e, off] = this.#atomicTarget(addr, width);
+    const e = this.#atomicTarget(addr, width);
+    const off = this.#atomicOffset;
     const m = e.region.mapping;
     if (m) {
       if (width === 2) m.atomics.store16(off, value);
@@ -477,7 +498,8 @@ export class GuestMemory implements Disposable {
   }
   /** Single-instruction aligned 64-bit load. */
   load64(addr: GuestAddressLike): bigint {
-    const [e, off] = this.#atomicTarget(addr, 8);
+    const e = this.#atomicTarget(addr, 8);
+    const off = this.#atomicOffset;
     const m = e.region.mapping;
     if (m) return m.atomics.load64(off);
     const v = e.region.borrow(off, 8);
@@ -490,7 +512,8 @@ export class GuestMemory implements Disposable {
   /** Single-instruction aligned 64-bit store. */
   store64(addr: GuestAddressLike, value: bigint): void {
     if (typeof value !== "bigint" || value < 0n || value > 0xffff_ffff_ffff_ffffn) throw new RangeError(`value ${String(value)} does not fit 64 bits`);
-    const [e, off] = this.#atomicTarget(addr, 8);
+    const e = this.#atomicTarget(addr, 8);
+    const off = this.#atomicOffset;
     const m = e.region.mapping;
     if (m) {
       m.atomics.store64(off, value);
