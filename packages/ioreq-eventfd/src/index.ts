@@ -13,6 +13,7 @@ export {
 } from "./notifier.js";
 export { NotifierError, classifyErrno, type NotifierErrorKind } from "./error.js";
 export { nullLogger, type Logger } from "./logger.js";
+export { UserspaceNotifier, type UserspaceNotifierOptions, type GuestWrite } from "./userspace.js";
 export { KvmNotifier, type KvmNotifierOptions } from "./kvm/notifier.js";
 export {
   Kvm,

@@ -40,6 +40,7 @@ const probes: Probe[] = [
   { layout: abi.KvmUserspaceMemoryRegion, ctype: "struct kvm_userspace_memory_region" },
   { layout: abi.KvmIoeventfd, ctype: "struct kvm_ioeventfd" },
   { layout: abi.KvmIrqfd, ctype: "struct kvm_irqfd" },
+  { layout: abi.KvmIrqLevel, ctype: "struct kvm_irq_level" },
   { layout: abi.KvmRunHeader, ctype: "struct kvm_run", sizeAt: "hw" },
   { layout: abi.KvmRunIo, ctype: runMember("io"), runMember: "io" },
   { layout: abi.KvmRunMmio, ctype: runMember("mmio"), runMember: "mmio" },

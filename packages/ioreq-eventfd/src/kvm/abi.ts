@@ -50,6 +50,12 @@ export type KvmIrqfd = StructValue<typeof KvmIrqfd>;
 export const KVM_IRQFD_FLAG_DEASSIGN = 1 << 0;
 export const KVM_IRQFD_FLAG_RESAMPLE = 1 << 1;
 
+// linux/kvm.h: struct kvm_irq_level (union { __u32 irq; __s32 status; }; __u32 level;)
+export const KvmIrqLevel = defineStruct("kvm_irq_level", { size: 8, align: 4 }, {
+  irq: u32(0),
+  level: u32(4),
+});
+
 // linux/kvm.h: struct kvm_run, the fixed header before the exit union (the union starts at offset 32 on
 // every architecture but s390, which this package does not support).
 export const KvmRunHeader = defineStruct("kvm_run", { size: 32, align: 8 }, {
@@ -202,6 +208,8 @@ export const KVM_SET_USER_MEMORY_REGION = _IOW(KVMIO, 0x46, KvmUserspaceMemoryRe
 export const KVM_SET_TSS_ADDR = _IO(KVMIO, 0x47);
 /* #define KVM_CREATE_IRQCHIP _IO(KVMIO, 0x60) */
 export const KVM_CREATE_IRQCHIP = _IO(KVMIO, 0x60);
+/* #define KVM_IRQ_LINE _IOW(KVMIO, 0x61, struct kvm_irq_level) */
+export const KVM_IRQ_LINE = _IOW(KVMIO, 0x61, KvmIrqLevel.size);
 /* #define KVM_IRQFD _IOW(KVMIO, 0x76, struct kvm_irqfd) */
 export const KVM_IRQFD = _IOW(KVMIO, 0x76, KvmIrqfd.size);
 /* #define KVM_IOEVENTFD _IOW(KVMIO, 0x79, struct kvm_ioeventfd) */

@@ -29,6 +29,7 @@ import {
   KVM_IOEVENTFD_FLAG_DEASSIGN,
   KVM_IOEVENTFD_FLAG_PIO,
   KVM_IRQFD,
+  KVM_IRQ_LINE,
   KVM_IRQFD_FLAG_DEASSIGN,
   KVM_IRQFD_FLAG_RESAMPLE,
   KVM_RUN,
@@ -40,6 +41,7 @@ import {
   KvmExitReason,
   KvmIoeventfd,
   KvmIrqfd,
+  KvmIrqLevel,
   KvmRegs,
   KvmRunFailEntry,
   KvmRunHeader,
@@ -275,6 +277,16 @@ export class KvmVm implements Disposable {
   createIrqchip(): void {
     call(this.fd, KVM_CREATE_IRQCHIP, 0, "KVM_CREATE_IRQCHIP");
     this.#irqchip = true;
+  }
+
+  /**
+   * KVM_IRQ_LINE: drives a GSI of the in-kernel irqchip from userspace (the KVM counterpart of Xen's
+   * XEN_DMOP_set_irq_level). The level stays until changed; a pulse is 1 then 0.
+   */
+  setIrqLine(gsi: number, level: 0 | 1): void {
+    checkU32(gsi, "irq line");
+    if (level !== 0 && level !== 1) throw new RangeError(`irq level ${String(level)} must be 0 or 1`);
+    call(this.fd, KVM_IRQ_LINE, KvmIrqLevel.encode({ irq: gsi, level }), `KVM_IRQ_LINE ${gsi}=${level}`);
   }
 
   /** KVM_CREATE_VCPU and a mapping of its struct kvm_run. */
