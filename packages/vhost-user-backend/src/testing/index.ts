@@ -1,0 +1,1 @@
+export { TestFrontend, collectUsed, post, waitForCall, type TestRing } from "./frontend.js";
