@@ -77,7 +77,10 @@ export interface CodecOptions {
   quirks: ProtocolQuirks;
 }
 
-export function codecOptions(o: Partial<CodecOptions> = {}): CodecOptions {
+/** CodecOptions as callers give them: every field optional, quirks field by field. */
+export type CodecSettings = Partial<Omit<CodecOptions, "quirks">> & { quirks?: Partial<ProtocolQuirks> | undefined };
+
+export function codecOptions(o: CodecSettings = {}): CodecOptions {
   return {
     xenMmap: o.xenMmap ?? false,
     maxMessageSize: o.maxMessageSize ?? MAX_MSG_SIZE,
@@ -156,7 +159,7 @@ function writeRegion(view: DataView, off: number, r: MemoryRegion, o: CodecOptio
 }
 
 /** Payload bytes of `p` (without header). */
-export function encodePayload(p: Payload, opts: Partial<CodecOptions> = {}): Uint8Array {
+export function encodePayload(p: Payload, opts: CodecSettings = {}): Uint8Array {
   const o = codecOptions(opts);
   try {
     return encodePayloadUnchecked(p, o);
@@ -232,7 +235,7 @@ function encodePayloadUnchecked(p: Payload, o: CodecOptions): Uint8Array {
 }
 
 /** A whole message (header + payload) as one buffer; the fds travel separately with it. */
-export function encodeMessage(msg: Pick<VhostUserMessage, "request" | "flags" | "payload">, opts: Partial<CodecOptions> = {}): Uint8Array {
+export function encodeMessage(msg: Pick<VhostUserMessage, "request" | "flags" | "payload">, opts: CodecSettings = {}): Uint8Array {
   const o = codecOptions(opts);
   const body = encodePayload(msg.payload, o);
   if (body.length > o.maxMessageSize)
@@ -280,7 +283,7 @@ function sizeError(what: string, kind: PayloadKind, got: number, want: string): 
 }
 
 /** Decodes `body` as `kind`, checking its size exactly. */
-export function decodePayload(kind: PayloadKind, body: Uint8Array, opts: Partial<CodecOptions> = {}, what: string = kind): Payload {
+export function decodePayload(kind: PayloadKind, body: Uint8Array, opts: CodecSettings = {}, what: string = kind): Payload {
   const o = codecOptions(opts);
   const fixed = fixedSizes[kind];
   if (fixed !== undefined && body.length !== fixed) throw sizeError(what, kind, body.length, String(fixed));
@@ -427,7 +430,7 @@ function closeAll(fds: readonly number[]): void {
  * @throws VhostUserError InvalidMessage (unknown request, wrong reply flag, wrong size, bad field),
  *   IncorrectFds (missing or extra fds), OversizedMsg
  */
-export function decodeMessage(header: VhostUserHeaderValue, body: Uint8Array, fds: number[], expect: Expectation, opts: Partial<CodecOptions> = {}): VhostUserMessage {
+export function decodeMessage(header: VhostUserHeaderValue, body: Uint8Array, fds: number[], expect: Expectation, opts: CodecSettings = {}): VhostUserMessage {
   try {
     return decodeMessageUnchecked(header, body, fds, expect, codecOptions(opts));
   } catch (err) {
@@ -477,7 +480,7 @@ function decodeMessageUnchecked(header: VhostUserHeaderValue, body: Uint8Array, 
 }
 
 /** Decodes a complete buffer (header + payload), e.g. in tests and fuzzing. Takes ownership of `fds`. */
-export function decodeBuffer(buf: Uint8Array, fds: number[], expect: Expectation, opts: Partial<CodecOptions> = {}): VhostUserMessage {
+export function decodeBuffer(buf: Uint8Array, fds: number[], expect: Expectation, opts: CodecSettings = {}): VhostUserMessage {
   const o = codecOptions(opts);
   let header: VhostUserHeaderValue;
   try {

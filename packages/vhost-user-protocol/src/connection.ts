@@ -12,7 +12,7 @@ import type { UnixStream} from "@xen-vhost/vmm-sys-util";
 import { FdWatcher, PollEvents, TruncatedMessageError, close as closeFd, dup } from "@xen-vhost/vmm-sys-util";
 import { VhostUserError, fromSysError } from "./error.js";
 import {
-  HEADER_SIZE, codecOptions, decodeHeader, decodeMessage, encodeMessage, type CodecOptions, type Expectation,
+  HEADER_SIZE, codecOptions, decodeHeader, decodeMessage, encodeMessage, type CodecOptions, type CodecSettings, type Expectation,
   type VhostUserHeaderValue, type VhostUserMessage,
 } from "./codec.js";
 import { noopLogger, type Logger } from "./logger.js";
@@ -30,7 +30,7 @@ export interface ConnectionOptions {
    * to the request outstanding). Return a VhostUserError to refuse it (e.g. an unsolicited reply).
    */
   expect: (header: VhostUserHeaderValue) => Expectation | VhostUserError;
-  codec?: Partial<CodecOptions>;
+  codec?: CodecSettings;
   logger?: Logger;
   /** Name for log lines ("frontend", "backend-req"...). */
   name?: string;
@@ -89,7 +89,7 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Dispos
     return this.#codec;
   }
 
-  setCodec(update: Partial<CodecOptions>): void {
+  setCodec(update: CodecSettings): void {
     this.#codec = codecOptions({ ...this.#codec, ...update, quirks: { ...this.#codec.quirks, ...update.quirks } });
   }
 

@@ -13,7 +13,7 @@ export * from "./structs.js";
 export {
   HEADER_SIZE, MAX_MSG_SIZE, MAX_ATTACHED_FD_ENTRIES, codecOptions, encodeHeader, decodeHeader, encodePayload, encodeMessage,
   decodePayload, decodeMessage, decodeBuffer, closeMessageFds, replyExpectation, ackExpectation, fdCountFor,
-  type MemoryRegion, type Payload, type PayloadOf, type VhostUserHeaderValue, type VhostUserMessage, type CodecOptions,
+  type MemoryRegion, type Payload, type PayloadOf, type VhostUserHeaderValue, type VhostUserMessage, type CodecOptions, type CodecSettings,
   type Expectation,
 } from "./codec.js";
 export { Connection, type ConnectionEvents, type ConnectionOptions } from "./connection.js";

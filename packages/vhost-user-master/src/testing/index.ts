@@ -1,0 +1,1 @@
+export { FakeBackend, FAKE_FEATURES, FAKE_PROTOCOL_FEATURES, type FakeBackendOptions, type FakeBackendBehaviour, type FakeBackendApi } from "./fake-backend.js";
