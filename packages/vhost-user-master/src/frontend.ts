@@ -766,6 +766,17 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
     return [...this.#memory.values()].map((e) => ({ ...e.region }));
   }
 
+  /**
+   * The front-end user address of guest physical address `gpa` in the current table: what SET_VRING_ADDR
+   * wants for a ring placed at `gpa` (without GPA_ADDRESSES / IOMMU_PLATFORM).
+   */
+  userAddrOf(gpa: bigint | number): bigint {
+    const g = u64(gpa, "guest address");
+    for (const { region: r } of this.#memory.values())
+      if (g >= r.guestPhysAddr && g < r.guestPhysAddr + r.memorySize) return r.userAddr + (g - r.guestPhysAddr);
+    throw new VhostUserError("InvalidParam", `guest address 0x${g.toString(16)} is in no memory region given to the back-end`);
+  }
+
   /** SET_LOG_BASE (6): the dirty log (live migration). With LOG_SHMFD the back-end replies once mapped. */
   async setLogBase(mmapSize: bigint | number, mmapOffset: bigint | number, fd: number): Promise<void> {
     const r = await this.#transact("SET_LOG_BASE", { kind: "log", mmapSize: u64(mmapSize, "log size"), mmapOffset: u64(mmapOffset, "log offset") }, [fd]);

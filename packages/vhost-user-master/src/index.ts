@@ -3,6 +3,6 @@ export {
   type NegotiateOptions, type Negotiated, type InflightArea,
 } from "./frontend.js";
 export { BackendRequestChannel, type BackendRequestHandlers, type BackendChannelEvents, type ShmemMapRequest } from "./backend-channel.js";
-export { toWireRegion, checkNoOverlap, type MemoryRegionDescription } from "./memory.js";
+export { toWireRegion, checkNoOverlap, fromCRegion, type MemoryRegionDescription } from "./memory.js";
 export { connectWithRetry, acceptOne, type RetryOptions } from "./socket.js";
 export { VhostUserError, type VhostUserErrorKind, XenMmapFlags, VirtioDeviceStatus } from "@xen-vhost/vhost-user-protocol";

@@ -76,3 +76,22 @@ export function checkNoOverlap(regions: readonly MemoryRegion[]): void {
 export function regionKey(r: MemoryRegion): string {
   return `${r.guestPhysAddr}:${r.userAddr}:${r.memorySize}`;
 }
+
+/**
+ * Adapter for region descriptions that use the C field names (packages/vm-memory's
+ * `GuestMemory.vhostUserRegions()`): structural, so this package does not depend on vm-memory.
+ */
+export function fromCRegion(d: {
+  readonly guest_phys_addr: bigint;
+  readonly memory_size: bigint;
+  readonly userspace_addr: bigint;
+  readonly mmap_offset: bigint;
+  readonly fd: number;
+  readonly xen?: { readonly flags: number; readonly domid: number } | undefined;
+}): MemoryRegionDescription {
+  const r: MemoryRegionDescription = {
+    guestPhysAddr: d.guest_phys_addr, size: d.memory_size, userAddr: d.userspace_addr, mmapOffset: d.mmap_offset, fd: d.fd,
+  };
+  if (d.xen) r.xen = { flags: d.xen.flags, domid: d.xen.domid };
+  return r;
+}

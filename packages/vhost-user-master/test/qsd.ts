@@ -1,0 +1,66 @@
+// Starts qemu-storage-daemon's vhost-user-blk export on a raw image with known content, for the
+// real-backend tests. Image content: sector i = "VUSECTOR" + u64le(i) + 496 x byte((7i+1) & 0xff).
+import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+
+export const SECTOR = 512;
+
+/** True if qemu-storage-daemon is on PATH (Debian: qemu-system-common). */
+export const hasQsd = spawnSync("sh", ["-c", "command -v qemu-storage-daemon"]).status === 0;
+
+/** The expected content of sector `i`. */
+export function sectorContent(i: number): Uint8Array {
+  const s = new Uint8Array(SECTOR);
+  s.set(new TextEncoder().encode("VUSECTOR"), 0);
+  new DataView(s.buffer).setBigUint64(8, BigInt(i), true);
+  s.fill((7 * i + 1) & 0xff, 16);
+  return s;
+}
+
+export interface Qsd {
+  socket: string;
+  image: string;
+  sectors: number;
+  stop(): Promise<void>;
+}
+
+/** Writes the image and starts the daemon; resolves once the socket exists. */
+export async function startQsd(options: { sectors?: number; numQueues?: number } = {}): Promise<Qsd> {
+  const sectors = options.sectors ?? 16384;
+  const dir = mkdtempSync(join(tmpdir(), "qsd-"));
+  const image = join(dir, "disk.raw");
+  const socket = join(dir, "vhost-blk.sock");
+  const img = new Uint8Array(sectors * SECTOR);
+  for (let i = 0; i < sectors; i++) img.set(sectorContent(i), i * SECTOR);
+  writeFileSync(image, img);
+  const child: ChildProcess = spawn("qemu-storage-daemon", [
+    "--blockdev", `driver=file,node-name=file0,filename=${image},cache.direct=off`,
+    "--blockdev", "driver=raw,node-name=disk0,file=file0",
+    "--export", `type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=${socket},writable=on,num-queues=${options.numQueues ?? 1}`,
+  ], { stdio: ["ignore", "ignore", "pipe"] });
+  let stderr = "";
+  child.stderr?.on("data", (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  for (let i = 0; i < 100 && !existsSync(socket); i++) {
+    if (child.exitCode !== null) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  if (!existsSync(socket)) {
+    child.kill("SIGKILL");
+    await exited;
+    rmSync(dir, { recursive: true, force: true });
+    throw new Error(`qemu-storage-daemon did not create ${socket}: ${stderr}`);
+  }
+  return {
+    socket,
+    image,
+    sectors,
+    async stop() {
+      if (child.exitCode === null) child.kill("SIGTERM");
+      await exited;
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
