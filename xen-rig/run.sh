@@ -10,8 +10,8 @@
 # and passes when all its #@expect fragments appear, it exits 0 and no "RIG: FAIL" line was printed.
 # --boot-each boots once per scenario (isolation at ~15 s per boot); --shell leaves a dom0 shell on the
 # terminal after the scenarios (interactive; no timeout). Exit status: 0 when every scenario passed.
-# Environment: XEN_RIG_CACHE (cache dir), XEN_RIG_BOOT_TIMEOUT (seconds per boot, default 60 + 150 per
-# scenario), XEN_RIG_NO_BUILD=1 (use existing dist/), XEN_RIG_XEN (hypervisor image), XEN_RIG_QEMU_ARGS.
+# Environment: XEN_RIG_CACHE (cache dir), XEN_RIG_BOOT_TIMEOUT (seconds per boot, default 120 + 200 per
+# scenario: generous, a busy 2-core host slows TCG 3-4x), XEN_RIG_NO_BUILD=1 (use existing dist/), XEN_RIG_XEN (hypervisor image), XEN_RIG_QEMU_ARGS.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 C=$XEN_RIG_CACHE
@@ -64,7 +64,7 @@ mkdir -p "$C/logs"
 boot() {
   local log=$1; shift
   local list; list=$(IFS=+; echo "$*")
-  local limit=${XEN_RIG_BOOT_TIMEOUT:-$((60 + 150 * $#))}
+  local limit=${XEN_RIG_BOOT_TIMEOUT:-$((120 + 200 * $#))}
   local t0; t0=$(date +%s.%N)
   local qemu=(qemu-system-aarch64 -machine virt,virtualization=on,gic-version=3 -cpu cortex-a57 -smp 2 -m 2048
     -nographic -no-reboot -kernel "$XEN"

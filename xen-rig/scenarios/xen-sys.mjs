@@ -48,6 +48,7 @@ function ourState(d) {
   return `${d.paused ? "p" : "-"}${d.shutdown && !crashed ? "s" : "-"}${crashed ? "c" : "-"}${d.dying ? "d" : "-"}`;
 }
 
+console.log(`RIG: xen-sys checks start (node up ${process.uptime().toFixed(1)} s)`);
 const xl = parseXlList(readFileSync(xlListFile, "utf8"));
 const info = parseXlInfo(readFileSync(xlInfoFile, "utf8"));
 const xen = Xen.open();
@@ -115,6 +116,55 @@ try {
       if (same("dm_op nr_vcpus", n, xl.get(domu).vcpus)) ok("xen-sys dm_op nr_vcpus", `domain ${domu}: ${n}`);
     } catch (e) {
       fail(`dm_op nr_vcpus (domain ${domu})`, e);
+    }
+  }
+
+  // ---- IOREQ server lifecycle on the domU (needs the IOREQ-enabled hypervisor) ---------------------------
+  if (domu !== undefined) {
+    let id;
+    try {
+      id = xen.createIoreqServer(domu);
+      const si = xen.getIoreqServerInfo(domu, id);
+      const pages = xen.mapIoreqServerPages(domu, id);
+      // struct ioreq (hvm/ioreq.h): addr u64, data u64, count u32, size u32, vp_eport u32 @24, pad u16,
+      // state:4|data_is_ptr:1|dir:1|df:1|pad:1 u8 @30, type u8 @31; 32 bytes per vCPU.
+      const v = new DataView(pages.buffer);
+      const eport = v.getUint32(24, true), state = v.getUint8(30) & 0xf;
+      xen.mapIoRangeToIoreqServer(domu, id, 0x2000000n, 0x20001ffn);
+      xen.setIoreqServerState(domu, id, true);
+      xen.setIoreqServerState(domu, id, false);
+      xen.unmapIoRangeFromIoreqServer(domu, id, 0x2000000n, 0x20001ffn);
+      const bytes = pages.buffer.byteLength;
+      xen.unmap(pages.buffer);
+      if (state !== 0 || eport === 0) fail("ioreq page", `vCPU 0 slot: state ${state} (want 0, NONE), vp_eport ${eport} (want a port)`);
+      else ok("xen-sys ioreq server", `id ${id} on domain ${domu}: ${pages.frames} ioreq frame(s) (${bytes} bytes), vCPU0 vp_eport ${eport}, bufioreq_port ${si.bufioreqPort}; mmio range mapped, enabled, disabled`);
+    } catch (e) {
+      fail(`ioreq server (domain ${domu})`, e);
+    } finally {
+      if (id !== undefined) {
+        try { xen.destroyIoreqServer(domu, id); } catch (e) { fail("destroyIoreqServer", e); }
+      }
+    }
+
+    // ---- foreign mapping of guest RAM (GUEST_RAM0_BASE 0x40000000 = gfn 0x40000) and of a hole ---------
+    try {
+      const m = xen.mapForeignPages(domu, [0x40000n, 0x40001n]);
+      const words = new Uint32Array(m.buffer);
+      let nonzero = 0;
+      for (const w of words) if (w !== 0) nonzero++;
+      xen.unmap(m.buffer);
+      let holeOk = false, holeWhy = "no error";
+      try {
+        const h = xen.mapForeignPages(domu, [0x40000n, 0x7000000n]);
+        xen.unmap(h.buffer);
+      } catch (e) {
+        holeOk = e instanceof XenError && e.kind === "MappingFailed";
+        holeWhy = `${e.kind}: ${e.message}`;
+      }
+      if (!holeOk) fail("mapForeignPages of a gfn outside guest RAM", holeWhy);
+      else ok("xen-sys foreign map", `2 pages at gfn 0x40000 (${nonzero} nonzero words); a hole -> ${holeWhy}`);
+    } catch (e) {
+      fail(`mapForeignPages (domain ${domu})`, e);
     }
   }
 

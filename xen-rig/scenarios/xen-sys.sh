@@ -10,6 +10,8 @@
 #@expect RIG: ok xen-sys domain list
 #@expect RIG: ok xen-sys getdomaininfo
 #@expect RIG: ok xen-sys physinfo
+#@expect RIG: ok xen-sys ioreq server
+#@expect RIG: ok xen-sys foreign map
 #@expect RIG: ok console_io
 #@expect RIG: ok xen-sys
 . ./lib/domu.sh
