@@ -312,3 +312,45 @@ describe("properties", () => {
     expect(mem.read(PAGE * 3, PAGE * 2)).toEqual(model.subarray(PAGE * 3));
   }, 30_000);
 });
+
+describe("vhost-user helpers", () => {
+  it("a backend maps the front-end's description; addresses translate both ways", async () => {
+    const { guestToUserAddr, userToGuestAddr } = await import("./vhost-user.js");
+    const { dup } = await import("@xen-vhost/vmm-sys-util");
+    using front = GuestMemory.fromRanges([
+      [0, PAGE * 2],
+      [0x100000, PAGE],
+    ]);
+    const descs = front.vhostUserRegions();
+    // the backend receives its own fds (SCM_RIGHTS duplicates them); dup stands in for that
+    const received = descs.map((d) => ({ ...d, fd: dup(d.fd) }));
+    using back = GuestMemory.fromVhostUserRegions(received);
+    front.store32(0x100008, 0xabcdef01);
+    expect(back.load32(0x100008)).toBe(0xabcdef01);
+    const u = guestToUserAddr(descs, 0x100008n, 4);
+    expect(u).toBe(descs[1]!.userspace_addr + 8n);
+    expect(userToGuestAddr(descs, u)).toBe(0x100008n);
+    expect(kindOf(() => guestToUserAddr(descs, PAGE * 2))).toBe("InvalidGuestAddress");
+    expect(kindOf(() => guestToUserAddr(descs, PAGE * 2 - 2, 4))).toBe("InvalidGuestAddress");
+    expect(kindOf(() => userToGuestAddr(descs, 0n))).toBe("InvalidGuestAddress");
+    // afterEach's fd check proves the backend closed the received fds
+  });
+
+  it("a failing backend mapping closes what it mapped and leaves the fds to the caller", async () => {
+    const { dup } = await import("@xen-vhost/vmm-sys-util");
+    using front = GuestMemory.fromRanges([
+      [0, PAGE],
+      [PAGE, PAGE],
+    ]);
+    const received = front.vhostUserRegions().map((d) => ({ ...d, fd: dup(d.fd) }));
+    // overlapping: both at guest 0
+    const overlapping = [received[0]!, { ...received[1]!, guest_phys_addr: 0n }];
+    expect(kindOf(() => GuestMemory.fromVhostUserRegions(overlapping))).toBe("RegionOverlap");
+    // an fd that is not open: the first region was mapped, then unmapped again
+    const badFd = [received[0]!, { ...received[1]!, fd: 1_000_000 }];
+    expect(kindOf(() => GuestMemory.fromVhostUserRegions(badFd))).toBe("MapFailed");
+    // the fds are still the caller's (and still valid)
+    using again = GuestMemory.fromVhostUserRegions(received);
+    expect(again.numRegions).toBe(2);
+  });
+});

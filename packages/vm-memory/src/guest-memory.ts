@@ -548,6 +548,30 @@ export class GuestMemory implements Disposable {
     });
   }
 
+  /**
+   * Guest memory over the regions a vhost-user front-end described (the backend side of SET_MEM_TABLE):
+   * each fd is mapped shared at its `mmap_offset` and owned by the result (closed with it). If one mapping
+   * fails, the ones made are closed; the fds stay the caller's then.
+   * @throws GuestMemoryError `MapFailed`, `RegionOverlap`, `InvalidRegion`.
+   */
+  static fromVhostUserRegions(regions: readonly VhostUserRegionDescription[]): GuestMemory {
+    const made: MmapRegion[] = [];
+    try {
+      for (const d of regions) {
+        if (d.memory_size > BigInt(MAX_REGION_END))
+          throw new GuestMemoryError("InvalidRegion", `region of ${d.memory_size} bytes is too large`, { address: d.guest_phys_addr });
+        made.push(MmapRegion.fromFd(d.fd, d.guest_phys_addr, Number(d.memory_size), { fileOffset: d.mmap_offset }));
+      }
+      const mem = new GuestMemory(made);
+      // Only now, with everything mapped, do the regions take the fds over.
+      for (const r of made) r.adoptFd();
+      return mem;
+    } catch (e) {
+      for (const r of made.reverse()) r.close();
+      throw e;
+    }
+  }
+
   /** Closes the regions (if owned): every view becomes length 0. Idempotent. */
   close(): void {
     if (this.#closed) return;

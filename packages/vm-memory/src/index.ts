@@ -9,4 +9,4 @@ export {
 } from "./guest-memory-region.js";
 export { MmapRegion, type MemfdRegionOptions, type FdRegionOptions } from "./mmap-region.js";
 export { GuestMemory, type GuestMemoryOptions, type FromRangesOptions } from "./guest-memory.js";
-export type { VhostUserRegionDescription } from "./vhost-user.js";
+export { guestToUserAddr, userToGuestAddr, type VhostUserRegionDescription } from "./vhost-user.js";

@@ -39,8 +39,15 @@ export class MmapRegion extends MappedRegion {
   /** The mapping's address in this process (vhost-user's `userspace_addr`). */
   readonly userAddr: bigint;
 
+  /** Whether close() closes the fd; a holder object because the close hook is made before `this` exists. */
+  readonly #owner: { owns: boolean };
+
   private constructor(guestBase: GuestAddress, buffer: ArrayBuffer, fd: number, fileOffset: bigint, ownsFd: boolean) {
-    super(guestBase, buffer, ownsFd ? () => closeFd(fd) : undefined);
+    const owner = { owns: ownsFd };
+    super(guestBase, buffer, () => {
+      if (owner.owns) closeFd(fd);
+    });
+    this.#owner = owner;
     this.fd = fd;
     this.fileOffset = fileOffset;
     this.userAddr = addressOf(new Uint8Array(buffer, 0, 1));
@@ -99,6 +106,11 @@ export class MmapRegion extends MappedRegion {
       munmap(buffer);
       throw e;
     }
+  }
+
+  /** Takes ownership of the fd: close() will close it. */
+  adoptFd(): void {
+    this.#owner.owns = true;
   }
 
   override vhostUserDescription(): VhostUserRegionDescription {
