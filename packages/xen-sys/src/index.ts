@@ -15,6 +15,15 @@ export {
   ControlOps, InterfaceVersion, encodeSysctl, encodeDomctl, decodeDomainInfo, type DomainInfo, type PhysInfo,
 } from "./sysctl.js";
 export { checkDomid } from "./device.js";
+export {
+  XenStore, XenStoreWatch, XsTransaction, type XenStoreOptions, type XenStoreEvents, type XenStoreWatchEvent,
+  type XenStoreWatchEvents,
+} from "./xenstore/client.js";
+export { socketConnector, xenbusConnector, type XsConnector, type XsStream, type XsStreamHandlers } from "./xenstore/connection.js";
+export {
+  MessageReader, encodeMessage, splitStrings, strings, pathAndValue, parsePermission, formatPermission,
+  type XsMessage, type XsPermission,
+} from "./xenstore/wire.js";
 
 // ABI tables (one module per header).
 export * from "./abi/privcmd.js";
