@@ -188,13 +188,13 @@ describe.skipIf(!hasQsd)("qemu-storage-daemon vhost-user-blk (needs qemu-storage
     });
 
     it("back-end crash: the front-end reconnects to the restarted daemon, replays state and I/O resumes", async () => {
-      let blk: Blk | undefined;
+      const ring: { blk?: Blk } = {};
       const fe = await open({
         reconnect: { attempts: 200, initialDelayMs: 10, maxDelayMs: 50 },
         // after a crash the ring resumes at the used index the guest already harvested
-        restoreVringBase: (index) => (index === 0 && blk ? blk.q.lastUsed : 0),
+        restoreVringBase: (index) => (index === 0 && ring.blk ? ring.blk.q.lastUsed : 0),
       });
-      blk = await setup(fe);
+      const blk = (ring.blk = await setup(fe));
       expect((await request(blk, VIRTIO_BLK_T_IN, 11n, { len: SECTOR })).data).toEqual(sectorContent(11));
       const disconnected = new Promise<string>((r) => fe.once("disconnect", (e) => r(e.kind)));
       const reconnected = new Promise<void>((r) => fe.once("reconnect", r));
