@@ -63,6 +63,7 @@ describe("properties", () => {
       expect(s.driver.numFree).toBe(16);
       expect(s.queue.nextUsed).toBe((startIndex + done) & 0xffff);
     },
+    60_000, // generous: CI machines are shared
   );
 
   // Addresses biased towards the interesting places: inside RAM, at region edges, in the hole, beyond, huge.
@@ -120,5 +121,5 @@ describe("properties", () => {
       chain.writeAll(new Uint8Array(Math.min(chain.writableLength, 4096)));
       s.queue.addUsed(chain.head, 0);
     }
-  });
+  }, 60_000);
 });

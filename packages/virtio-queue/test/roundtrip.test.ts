@@ -109,7 +109,7 @@ describe("driver <-> device round trip", () => {
     expect(s.driver.numFree).toBe(256);
     expect(kicks).toBeGreaterThan(0);
     expect(irqs).toBeGreaterThan(0);
-  });
+  }, 60_000);
 
   it("notification suppression end to end without EVENT_IDX", () => {
     using s = setup(8);

@@ -1,4 +1,4 @@
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { fc, test as fcTest } from "@fast-check/vitest";
 import { addressOf, defineStruct, mmap, munmap, u16, u32, u64 } from "@xen-vhost/vmm-sys-util";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
@@ -280,6 +280,18 @@ describe("regions mapped on demand (the grant-region shape)", () => {
 });
 
 describe("properties", () => {
+  // [0, 2 pages) and [3 pages, 5 pages): a hole at page 2, nothing past page 5. Made once: creating memfds
+  // per run is what makes a property test slow.
+  let propMem: GuestMemory | undefined;
+  beforeAll(() => {
+    propMem = GuestMemory.fromRanges([
+      [0, PAGE * 2],
+      [PAGE * 3, PAGE],
+      [PAGE * 4, PAGE],
+    ]);
+  });
+  afterAll(() => propMem?.close());
+
   fcTest.prop([
     fc.array(
       fc.record({
@@ -291,12 +303,9 @@ describe("properties", () => {
       { maxLength: 20 },
     ),
   ], { numRuns: 60 })("writes behave like a flat array with a hole, and failing writes change nothing", (ops) => {
-    // [0, 2 pages) and [3 pages, 5 pages): a hole at page 2, nothing past page 5
-    using mem = GuestMemory.fromRanges([
-      [0, PAGE * 2],
-      [PAGE * 3, PAGE],
-      [PAGE * 4, PAGE],
-    ]);
+    const mem = propMem!;
+    mem.fill(0, PAGE * 2);
+    mem.fill(PAGE * 3, PAGE * 2);
     const model = new Uint8Array(PAGE * 5);
     const backed = (a: number, n: number) => n === 0 || (a + n <= PAGE * 2) || (a >= PAGE * 3 && a + n <= PAGE * 5);
     for (const { addr, len, fillByte } of ops) {
