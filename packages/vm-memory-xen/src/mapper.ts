@@ -1,0 +1,67 @@
+// The backend side: vhost-user-backend's `--xen-mapper @xen-vhost/vm-memory-xen` imports this module and
+// calls createXenRegionMapper(). For each Xen region of a SET_MEM_TABLE / ADD_MEM_REG it maps the guest's
+// memory again, in this process: FOREIGN regions through privcmd, GRANT regions through gntdev (on demand
+// when NO_ADVANCE_MAP). The interface is declared structurally here (vhost-user-backend's XenRegionMapper)
+// so neither package depends on the other.
+//
+// Known limit: the fd that came with the region is not used; the mapper maps through its own transport
+// (default: /dev/xen/privcmd). Using the received fd (which the front-end restricted to the guest) needs
+// xen-sys to build a transport / grant device over an existing fd (reported as a root change).
+import { noopLogger, type Logger } from "@xen-vhost/vmm-sys-util";
+import type { GuestMemoryRegion } from "@xen-vhost/vm-memory";
+import { PrivcmdTransport, type XenTransport } from "@xen-vhost/xen-sys";
+import { XenForeignRegion } from "./foreign-region.js";
+import { XenGrantRegion, type GrantCacheOptions } from "./grant-region.js";
+
+/** What vhost-user-backend hands a mapper (its XenRegionDescription). */
+export interface XenRegionRequest {
+  readonly guestPhysAddr: bigint;
+  readonly memorySize: bigint;
+  readonly userAddr: bigint;
+  readonly mmapOffset: bigint;
+  readonly fd: number;
+  readonly type: "foreign" | "grant";
+  readonly noAdvanceMap: boolean;
+  readonly domid: number;
+}
+
+/** vhost-user-backend's XenRegionMapper, structurally. */
+export interface XenRegionMapper {
+  readonly name: string;
+  supports(type: "foreign" | "grant", noAdvanceMap: boolean): boolean;
+  map(region: XenRegionRequest): GuestMemoryRegion;
+}
+
+export interface XenRegionMapperOptions {
+  /** The transport to map with (default: PrivcmdTransport opened at the first map). */
+  transport?: XenTransport;
+  /** Grant mapping cache bounds for NO_ADVANCE_MAP regions. */
+  grantCache?: GrantCacheOptions;
+  logger?: Logger;
+}
+
+/**
+ * The mapper a vhost-user backend plugs in. Options may come from a CLI as a plain record, so they are
+ * read defensively.
+ */
+export function createXenRegionMapper(options: XenRegionMapperOptions | Record<string, unknown> = {}): XenRegionMapper {
+  const o = options as XenRegionMapperOptions;
+  const log = o.logger ?? noopLogger;
+  let transport = o.transport;
+  const get = (): XenTransport => (transport ??= PrivcmdTransport.open({ logger: log }));
+  return {
+    name: "vm-memory-xen",
+    supports: (type, noAdvanceMap) => type === "grant" || (type === "foreign" && !noAdvanceMap),
+    map(region) {
+      if (region.memorySize > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`region size ${region.memorySize} is too large`);
+      const size = Number(region.memorySize);
+      if (region.type === "foreign") {
+        if (region.noAdvanceMap) throw new RangeError("NO_ADVANCE_MAP is only valid with GRANT");
+        return XenForeignRegion.map(get(), region.domid, region.guestPhysAddr, size, { logger: log });
+      }
+      return XenGrantRegion.create(get(), region.domid, region.guestPhysAddr, size, {
+        advanceMap: !region.noAdvanceMap, logger: log, ...(o.grantCache ? { cache: o.grantCache } : {}),
+      });
+    },
+  };
+}

@@ -1,0 +1,286 @@
+// A GuestMemory that also holds grant regions. vm-memory's GuestMemory does its address arithmetic in
+// doubles and so only accepts regions below 2^53, but grant DMA addresses have bit 63 set. Rather than fork
+// the class, XenGuestMemory *folds* the grant space into an unused window below 2^53:
+//
+//     grant address 2^63 + x   <->   GRANT_WINDOW_BASE (2^52) + x      (x < 2^52; grefs only reach 2^44)
+//
+// Grant regions are handed to GuestMemory at their folded base through a thin adapter, and every public
+// method translates its address first (one `typeof` test on the hot path of ordinary RAM addresses). Real
+// guest-physical addresses inside the window (>= 2^52: no CPU has more than 52 physical address bits) are
+// treated as unbacked, so a hostile descriptor cannot reach grant regions except by their grant address.
+// Errors are relabelled with the address the caller gave. It is a subclass, so virtio-queue (typed on
+// GuestMemory) works over it unchanged.
+//
+// When vm-memory gains regions above 2^53 this class reduces to `GuestMemory` (see README, "Root changes").
+import {
+  GuestAddress, GuestMemory, GuestMemoryError, type GuestAddressLike, type GuestMemoryOptions, type GuestMemoryRegion,
+  type RegionMapping, type RegionView, type VhostUserRegionDescription,
+} from "@xen-vhost/vm-memory";
+import type { FieldSpec, StructLayout, StructValue } from "@xen-vhost/vmm-sys-util";
+import { hex } from "./error.js";
+import { XEN_GRANT_DMA_ADDR_OFF } from "./grant-address.js";
+
+/** Where the grant space (2^63 + x) is folded to: 2^52 + x. */
+export const GRANT_WINDOW_BASE = 2 ** 52;
+const WINDOW_BIG = BigInt(GRANT_WINDOW_BASE);
+const WINDOW_SPAN = 1n << 52n;
+const U64_MAX = 0xffff_ffff_ffff_ffffn;
+
+/** A grant region as GuestMemory sees it: the same region at its folded base. */
+class FoldedRegion implements GuestMemoryRegion {
+  readonly guestBase: GuestAddress;
+  readonly size: number;
+  readonly inner: GuestMemoryRegion;
+  constructor(inner: GuestMemoryRegion) {
+    this.inner = inner;
+    this.size = inner.size;
+    this.guestBase = new GuestAddress(WINDOW_BIG + (inner.guestBase.value - XEN_GRANT_DMA_ADDR_OFF));
+  }
+  get closed(): boolean {
+    return this.inner.closed;
+  }
+  get mapping(): RegionMapping | undefined {
+    return this.inner.mapping;
+  }
+  borrow(offset: number, length: number): RegionView {
+    return this.inner.borrow(offset, length);
+  }
+  vhostUserDescription(): VhostUserRegionDescription | undefined {
+    return this.inner.vhostUserDescription();
+  }
+  close(): void {
+    this.inner.close();
+  }
+  [Symbol.dispose](): void {
+    this.inner.close();
+  }
+}
+
+/** Result of translating a caller's address. */
+type Folded =
+  | { readonly kind: "plain"; readonly addr: GuestAddressLike }
+  | { readonly kind: "folded"; readonly addr: number; readonly original: bigint }
+  | { readonly kind: "unbacked"; readonly original: bigint };
+
+function big(addr: GuestAddressLike): bigint {
+  return typeof addr === "number" ? BigInt(addr) : typeof addr === "bigint" ? addr : addr.value;
+}
+
+function fold(addr: GuestAddressLike): Folded {
+  if (typeof addr === "number") {
+    // Callers test `addr < GRANT_WINDOW_BASE` themselves first, so ordinary RAM addresses never get here.
+    if (addr < GRANT_WINDOW_BASE) return { kind: "plain", addr };
+    if (!Number.isSafeInteger(addr)) return { kind: "plain", addr }; // GuestMemory throws the RangeError
+    return { kind: "unbacked", original: BigInt(addr) };
+  }
+  const v = big(addr);
+  if (v < WINDOW_BIG || v > U64_MAX) return { kind: "plain", addr };
+  if (v < XEN_GRANT_DMA_ADDR_OFF) return v < WINDOW_BIG * 2n ? { kind: "unbacked", original: v } : { kind: "plain", addr };
+  const x = v - XEN_GRANT_DMA_ADDR_OFF;
+  if (x >= WINDOW_SPAN) return { kind: "unbacked", original: v };
+  return { kind: "folded", addr: GRANT_WINDOW_BASE + Number(x), original: v };
+}
+
+function unfoldBig(a: bigint): bigint {
+  return a >= WINDOW_BIG && a < WINDOW_BIG * 2n ? XEN_GRANT_DMA_ADDR_OFF + (a - WINDOW_BIG) : a;
+}
+
+/** The same error with folded addresses (in the message and `address`) turned back into grant addresses. */
+function relabel(err: unknown): unknown {
+  if (!(err instanceof GuestMemoryError)) return err;
+  const message = err.message.replace(/0x[0-9a-f]+/g, (h) => hex(unfoldBig(BigInt(h))));
+  const opts: { address?: bigint; cause?: unknown } = {};
+  if (err.address !== undefined) opts.address = unfoldBig(err.address);
+  if (err.cause !== undefined) opts.cause = err.cause;
+  return new GuestMemoryError(err.kind, message, opts);
+}
+
+function unbacked(original: bigint, len: number): GuestMemoryError {
+  return new GuestMemoryError("InvalidGuestAddress", `${len} bytes at ${hex(original)}: no memory at guest address ${hex(original)}`, { address: original });
+}
+
+function checkLen(len: number): void {
+  if (!Number.isSafeInteger(len) || len < 0) throw new RangeError(`length ${len} is not a non-negative safe integer`);
+}
+
+/**
+ * Guest memory over foreign, grant and any other vm-memory regions. Grant regions (base >= 2^63) are
+ * reachable at their grant DMA addresses; everything else behaves exactly like GuestMemory.
+ */
+export class XenGuestMemory extends GuestMemory {
+  readonly #real: readonly GuestMemoryRegion[];
+  readonly #byAdapter: Map<GuestMemoryRegion, GuestMemoryRegion>;
+
+  /**
+   * @throws GuestMemoryError `RegionOverlap`, `Closed`, `InvalidRegion` (a non-grant region reaching into
+   *   the fold window at 2^52, or one between 2^53 and 2^63 GuestMemory cannot hold).
+   */
+  constructor(regions: Iterable<GuestMemoryRegion>, options: GuestMemoryOptions = {}) {
+    const real = [...regions];
+    const byAdapter = new Map<GuestMemoryRegion, GuestMemoryRegion>();
+    const adapted = real.map((r) => {
+      const base = r.guestBase.value;
+      if (base >= XEN_GRANT_DMA_ADDR_OFF) {
+        if (base - XEN_GRANT_DMA_ADDR_OFF + BigInt(r.size) > WINDOW_SPAN)
+          throw new GuestMemoryError("InvalidRegion", `grant region at ${hex(base)} reaches past 2^63 + 2^52`, { address: base });
+        const a = new FoldedRegion(r);
+        byAdapter.set(a, r);
+        return a;
+      }
+      if (base + BigInt(r.size) >= WINDOW_BIG)
+        throw new GuestMemoryError("InvalidRegion", `region at ${hex(base)} (${r.size} bytes) reaches 2^52, where grant addresses are folded`, { address: base });
+      return r;
+    });
+    super(adapted, options);
+    this.#real = real;
+    this.#byAdapter = byAdapter;
+  }
+
+  override get regions(): readonly GuestMemoryRegion[] {
+    return super.regions.map((r) => this.#byAdapter.get(r) ?? r);
+  }
+
+  override get lastAddr(): GuestAddress | undefined {
+    let last: bigint | undefined;
+    for (const r of this.#real) {
+      const end = r.guestBase.value + BigInt(r.size) - 1n;
+      if (last === undefined || end > last) last = end;
+    }
+    return last === undefined ? undefined : new GuestAddress(last);
+  }
+
+  override findRegion(addr: GuestAddressLike): GuestMemoryRegion | undefined {
+    if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.findRegion(addr);
+    const f = fold(addr);
+    if (f.kind === "unbacked") {
+      if (this.closed) super.findRegion(0); // throws Closed
+      return undefined;
+    }
+    const r = super.findRegion(f.addr);
+    return r === undefined ? undefined : (this.#byAdapter.get(r) ?? r);
+  }
+
+  override addressInRange(addr: GuestAddressLike): boolean {
+    return this.findRegion(addr) !== undefined;
+  }
+
+  override checkRange(addr: GuestAddressLike, len: number): boolean {
+    if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.checkRange(addr, len);
+    checkLen(len);
+    const f = fold(addr);
+    if (f.kind === "plain") return super.checkRange(f.addr, len);
+    if (this.closed) return super.checkRange(0, 0);
+    if (f.kind === "unbacked" || f.original + BigInt(len) - 1n > U64_MAX) return false;
+    return super.checkRange(f.addr, len);
+  }
+
+  /** Translates, runs `op` on the folded address, relabels errors; `len` for overflow/unbacked messages. */
+  #via<T>(addr: GuestAddressLike, len: number, op: (a: GuestAddressLike) => T): T {
+    const f = fold(addr);
+    if (f.kind === "plain") return op(f.addr);
+    if (f.kind === "unbacked") {
+      if (this.closed) return op(0);
+      throw unbacked(f.original, len);
+    }
+    if (len > 0 && f.original + BigInt(len) - 1n > U64_MAX)
+      throw new GuestMemoryError("Overflow", `${hex(f.original)} + ${len} overflows`, { address: f.original });
+    try {
+      return op(f.addr);
+    } catch (err) {
+      throw relabel(err);
+    }
+  }
+
+  override readInto(addr: GuestAddressLike, dst: Uint8Array): void {
+    if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.readInto(addr, dst);
+    if (dst.length === 0) return;
+    this.#via(addr, dst.length, (a) => super.readInto(a, dst));
+  }
+
+  override read(addr: GuestAddressLike, len: number): Uint8Array {
+    checkLen(len);
+    const out = new Uint8Array(len);
+    this.readInto(addr, out);
+    return out;
+  }
+
+  override write(addr: GuestAddressLike, data: Uint8Array): void {
+    if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.write(addr, data);
+    if (data.length === 0) return;
+    this.#via(addr, data.length, (a) => super.write(a, data));
+  }
+
+  override fill(addr: GuestAddressLike, len: number, value = 0): void {
+    checkLen(len);
+    if (len === 0) return;
+    this.#via(addr, len, (a) => super.fill(a, len, value));
+  }
+
+  override readObj<F extends Record<string, FieldSpec>>(addr: GuestAddressLike, layout: StructLayout<F>): StructValue<StructLayout<F>> {
+    return layout.decode(this.read(addr, layout.size));
+  }
+
+  override writeObj<F extends Record<string, FieldSpec>>(
+    addr: GuestAddressLike,
+    layout: StructLayout<F>,
+    value: Partial<StructValue<StructLayout<F>>>,
+  ): void {
+    const buf = this.read(addr, layout.size);
+    layout.write(new DataView(buf.buffer), 0, value);
+    this.write(addr, buf);
+  }
+
+  override slice(addr: GuestAddressLike, len: number): Uint8Array {
+    if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.slice(addr, len);
+    checkLen(len);
+    return this.#via(addr, len, (a) => super.slice(a, len));
+  }
+
+  override borrow(addr: GuestAddressLike, len: number): RegionView {
+    if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.borrow(addr, len);
+    checkLen(len);
+    return this.#via(addr, len, (a) => super.borrow(a, len));
+  }
+
+  override withSlice<T>(addr: GuestAddressLike, len: number, fn: (bytes: Uint8Array) => T): T {
+    const v = this.borrow(addr, len);
+    try {
+      return fn(v.bytes);
+    } finally {
+      v.release();
+    }
+  }
+
+  override load8(addr: GuestAddressLike): number {
+    if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.load8(addr);
+    return this.#via(addr, 1, (a) => super.load8(a));
+  }
+  override store8(addr: GuestAddressLike, value: number): void {
+    if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.store8(addr, value);
+    this.#via(addr, 1, (a) => super.store8(a, value));
+  }
+  override load16(addr: GuestAddressLike): number {
+    if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.load16(addr);
+    return this.#via(addr, 2, (a) => super.load16(a));
+  }
+  override store16(addr: GuestAddressLike, value: number): void {
+    if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.store16(addr, value);
+    this.#via(addr, 2, (a) => super.store16(a, value));
+  }
+  override load32(addr: GuestAddressLike): number {
+    if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.load32(addr);
+    return this.#via(addr, 4, (a) => super.load32(a));
+  }
+  override store32(addr: GuestAddressLike, value: number): void {
+    if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.store32(addr, value);
+    this.#via(addr, 4, (a) => super.store32(a, value));
+  }
+  override load64(addr: GuestAddressLike): bigint {
+    if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.load64(addr);
+    return this.#via(addr, 8, (a) => super.load64(a));
+  }
+  override store64(addr: GuestAddressLike, value: bigint): void {
+    if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.store64(addr, value);
+    this.#via(addr, 8, (a) => super.store64(a, value));
+  }
+}
