@@ -162,7 +162,11 @@ export class Connection extends EventEmitter<ConnectionEvents> implements Dispos
   #onPoll(events: number, errno: number): void {
     if (this.#closed) return;
     if (errno !== 0) {
-      this.#fail(new VhostUserError("SocketBroken", `${this.#name}: poll failed with errno ${errno}`));
+      // libuv reports POLLERR as UV_EBADF and stops the handle: read once to learn what happened (EOF,
+      // ECONNRESET...), which fails the connection with the precise kind; else report the poll error.
+      this.#readAll();
+      if (!this.#closed)
+        this.#fail(new VhostUserError("SocketBroken", `${this.#name}: socket error (poll errno ${errno}: POLLERR)`));
       return;
     }
     if (events & PollEvents.WRITABLE) this.#flush();
