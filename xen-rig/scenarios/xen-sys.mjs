@@ -1,10 +1,11 @@
 // Run by xen-sys.sh in dom0: node xen-sys.mjs <xl list -v output> <xl info output> <domU name>
 // Prints "RIG: ok ..." per passed check and "RIG: FAIL xen-sys <what>: ours <x>, xl <y>" per difference,
 // then "RIG: ok xen-sys" only if nothing differed.
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import * as xenSys from "@xen-vhost/xen-sys";
 
-const { Xen, XenError } = xenSys;
+const { Xen, XenError, XenStore, XenStoreError } = xenSys;
 const [xlListFile, xlInfoFile, domuName] = process.argv.slice(2);
 let failures = 0;
 const ok = (check, detail = "") => console.log(`RIG: ok ${check}${detail ? ` ${detail}` : ""}`);
@@ -49,6 +50,91 @@ function ourState(d) {
 }
 
 console.log(`RIG: xen-sys checks start (node up ${process.uptime().toFixed(1)} s)`);
+// Runs a xenstore-* tool; returns stdout (trimmed) or undefined when it exits non-zero.
+function tool(name, ...args) {
+  try {
+    return execFileSync(name, args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] }).trim();
+  } catch {
+    return undefined;
+  }
+}
+const nextEvent = (emitter, name, ms, what) => new Promise((resolve, reject) => {
+  const t = setTimeout(() => reject(new Error(`${what}: no ${name} event within ${ms} ms`)), ms);
+  emitter.once(name, (...a) => { clearTimeout(t); resolve(a); });
+});
+
+async function xenstoreChecks(transport, xl) {
+  const base = `/rig/xen-sys/${transport}`;
+  let store;
+  let good = true;
+  const check = (what, ours, theirs) => (good = same(`xenstore(${transport}) ${what}`, ours, theirs) && good);
+  try {
+    store = await XenStore.open({ transport });
+    // names and domain paths
+    for (const [domid, row] of xl) {
+      check(`getDomainPath(${domid})`, await store.getDomainPath(domid), `/local/domain/${domid}`);
+      check(`name of domain ${domid}`, await store.read(`/local/domain/${domid}/name`), row.name);
+    }
+    check("directory /local/domain", (await store.directory("/local/domain")).sort().join(","),
+      (tool("xenstore-list", "/local/domain") ?? "").split("\n").sort().join(","));
+    // ours -> tools
+    await store.write(`${base}/ours`, "written by xen-sys");
+    check("xenstore-read of our write", tool("xenstore-read", `${base}/ours`), "written by xen-sys");
+    // tools -> ours
+    tool("xenstore-write", `${base}/theirs`, "written by xenstore-write");
+    check("our read of xenstore-write's value", await store.read(`${base}/theirs`), "written by xenstore-write");
+    // permissions as xenstore-ls -p shows them
+    await store.setPerms(`${base}/ours`, [{ domid: 0, perm: "none" }, { domid: 1, perm: "read" }]);
+    const lsp = tool("xenstore-ls", "-p", base) ?? "";
+    const lspLine = lsp.split("\n").find((l) => l.includes("ours")) ?? lsp;
+    check("xenstore-ls -p of our setPerms (n0,r1)", /\(n0,r1\)/.test(lspLine) ? "(n0,r1)" : JSON.stringify(lspLine), "(n0,r1)");
+    check("getPerms", (await store.getPerms(`${base}/ours`)).map((p) => `${p.perm}${p.domid}`).join(","), "none0,read1");
+    // a watch, fired by the tool
+    // xenstored fires every watch once on registration. Seen on the connection's "watch" event (subscribed
+    // before the request) and, if the API lets a caller see it, on the watch object.
+    const seen = [];
+    const onConn = (ev) => seen.push(ev);
+    store.on("watch", onConn);
+    const w = await store.watch(`${base}/watched`);
+    let onObject = 0;
+    w.on("change", () => onObject++);
+    await new Promise((r) => setTimeout(r, 300));
+    check("registration event on the connection", seen.some((ev) => ev.token === w.token), true);
+    if (onObject === 0) console.log(`RIG:   xenstore(${transport}): the registration event reached store.on("watch") but not the watch object's "change" (emitted before watch() resolved)`);
+    store.off("watch", onConn);
+    const fired = nextEvent(w, "change", 15000, "watch after xenstore-write");
+    tool("xenstore-write", `${base}/watched/child`, "1");
+    const [changed] = await fired;
+    check("watch event path", changed, `${base}/watched/child`);
+    await w.close();
+    // transaction
+    await store.transaction(async (tx) => {
+      await tx.write(`${base}/tx/a`, "1");
+      await tx.write(`${base}/tx/b`, "2");
+    });
+    check("transaction result via xenstore-ls", tool("xenstore-list", `${base}/tx`)?.split("\n").sort().join(","), "a,b");
+    // 64 requests in flight at once
+    const many = await Promise.all(Array.from({ length: 64 }, () => store.read(`${base}/ours`)));
+    check("64 concurrent reads", many.every((v) => v === "written by xen-sys"), true);
+    // errors
+    try {
+      await store.read(`${base}/no-such-node`);
+      check("read of a missing node", "no error", "ENOENT");
+    } catch (e) {
+      check("read of a missing node", e instanceof XenStoreError ? e.code : e, "ENOENT");
+    }
+    check("tryRead of a missing node", await store.tryRead(`${base}/no-such-node`), undefined);
+    // removal seen by the tools
+    await store.rm(base);
+    check("xenstore-exists after our rm", tool("xenstore-exists", base) === undefined, true);
+    if (good) ok(`xen-sys xenstore ${transport}`, `(${store.description}): names, directory, read/write both ways, perms, watch, transaction, 64 in flight, ENOENT, rm`);
+  } catch (e) {
+    fail(`xenstore(${transport})`, e);
+  } finally {
+    store?.close();
+  }
+}
+
 const xl = parseXlList(readFileSync(xlListFile, "utf8"));
 const info = parseXlInfo(readFileSync(xlInfoFile, "utf8"));
 const xen = Xen.open();
@@ -128,10 +214,14 @@ try {
       const pages = xen.mapIoreqServerPages(domu, id);
       // struct ioreq (hvm/ioreq.h): addr u64, data u64, count u32, size u32, vp_eport u32 @24, pad u16,
       // state:4|data_is_ptr:1|dir:1|df:1|pad:1 u8 @30, type u8 @31; 32 bytes per vCPU.
+      // Xen writes each vCPU's vp_eport into the page when the server is enabled (ioreq_update_evtchn),
+      // not at creation or mapping: read it after enabling.
       const v = new DataView(pages.buffer);
-      const eport = v.getUint32(24, true), state = v.getUint8(30) & 0xf;
+      const before = v.getUint32(24, true);
       xen.mapIoRangeToIoreqServer(domu, id, 0x2000000n, 0x20001ffn);
       xen.setIoreqServerState(domu, id, true);
+      const eport = v.getUint32(24, true), state = v.getUint8(30) & 0xf;
+      console.log(`RIG:   ioreq server ${id}: vCPU0 vp_eport ${before} before enable, ${eport} after`);
       xen.setIoreqServerState(domu, id, false);
       xen.unmapIoRangeFromIoreqServer(domu, id, 0x2000000n, 0x20001ffn);
       const bytes = pages.buffer.byteLength;
@@ -174,9 +264,8 @@ try {
   xen.consoleWrite(`RIG: ok console_${"io"} written by Xen.consoleWrite token=${token}\n`);
   console.log(`RIG: console_io write returned (token reversed: ${[...token].reverse().join("")})`);
 
-  // ---- XenStore ----------------------------------------------------------------------------------------
-  const XenStore = xenSys.XenStore ?? xenSys.XenStoreClient;
-  if (typeof XenStore !== "function") console.log("RIG: note xen-sys exports no XenStore client yet: xenstore checks skipped");
+  // ---- XenStore, over both transports, against the xenstore-* tools -------------------------------------
+  for (const transport of ["socket", "xenbus"]) await xenstoreChecks(transport, xl);
 } catch (e) {
   fail("unexpected exception", e);
   console.log(e?.stack);

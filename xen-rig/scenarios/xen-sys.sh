@@ -5,7 +5,8 @@
 #  - XEN_SYSCTL_physinfo against `xl info`; dm_op nr_vcpus against xl;
 #  - console_io: a line written by Xen.consoleWrite() must reach the Xen console, i.e. the serial log
 #    the host checks. The script never prints that marker itself, so finding it proves the hypercall;
-#  - XenStore (once xen-sys exports its client): read/write/directory/watch against xenstore-* tools.
+#  - XenStore over the xenstored socket and over /dev/xen/xenbus: names, directory, read/write both ways,
+#    permissions, a watch fired by xenstore-write, a transaction, 64 requests in flight, errors, rm.
 #@packages @xen-vhost/xen-sys
 #@expect RIG: ok xen-sys domain list
 #@expect RIG: ok xen-sys getdomaininfo
@@ -13,6 +14,8 @@
 #@expect RIG: ok xen-sys ioreq server
 #@expect RIG: ok xen-sys foreign map
 #@expect RIG: ok console_io
+#@expect RIG: ok xen-sys xenstore socket
+#@expect RIG: ok xen-sys xenstore xenbus
 #@expect RIG: ok xen-sys
 . ./lib/domu.sh
 
