@@ -1,0 +1,136 @@
+// The simulated guest: a process attached to one domain of the simulator. It owns the guest's view of its
+// RAM (the memfds, as GuestMemory), its grant table frames, its vCPU wake eventfds and the domain page, and
+// runs guest code synchronously - a vCPU blocks in an MMIO access exactly as a real one is descheduled
+// while its ioreq is out.
+import { EventFd, close as closeFd, mmap, munmap, MmapConstants } from "@xen-vhost/vmm-sys-util";
+import { GuestMemory, MmapRegion } from "@xen-vhost/vm-memory";
+import type { XenArch } from "@xen-vhost/xen-sys";
+import { BlockingClient } from "../protocol.js";
+import { SimError } from "../error.js";
+import { DOMPAGE_FLAGS, DOMPAGE_FLAG_DYING, DOMPAGE_FLAG_PAUSED, DOMPAGE_GENERATION, DOMPAGE_IRQ_LEVELS, PAGE_SIZE } from "../layout.js";
+import { GrantTable } from "./grants.js";
+import { Vcpu } from "./vcpu.js";
+
+export interface GuestInfo {
+  domid: number;
+  vcpus: number;
+  arch: XenArch;
+  nrSpis: number;
+  grantFrames: number;
+  ram: { base: bigint; size: number }[];
+}
+
+/** Sleeps the thread (guests are synchronous). */
+const sleeper = new Int32Array(new SharedArrayBuffer(4));
+export function sleepSync(ms: number): void {
+  Atomics.wait(sleeper, 0, 0, ms);
+}
+
+export class Guest implements Disposable {
+  readonly info: GuestInfo;
+  readonly memory: GuestMemory;
+  readonly grants: GrantTable;
+  readonly rpc: BlockingClient;
+  readonly #page: ArrayBuffer;
+  readonly #words: Uint32Array;
+  readonly #upcall: EventFd;
+  readonly #wake: EventFd[];
+  readonly #vcpus = new Map<number, Vcpu>();
+  #closed = false;
+
+  private constructor(rpc: BlockingClient, info: GuestInfo, fds: number[]) {
+    this.rpc = rpc;
+    this.info = info;
+    const [pageFd, grantFd, upcallFd, ...rest] = fds;
+    const wakeFds = rest.slice(0, info.vcpus);
+    const ramFds = rest.slice(info.vcpus);
+    this.#page = mmap(PAGE_SIZE, { fd: pageFd!, flags: MmapConstants.MAP_SHARED });
+    this.#words = new Uint32Array(this.#page);
+    this.grants = new GrantTable(grantFd!, info.grantFrames);
+    this.#upcall = EventFd.fromFd(upcallFd!);
+    this.#wake = wakeFds.map((fd) => EventFd.fromFd(fd));
+    this.memory = new GuestMemory(info.ram.map((b, i) => MmapRegion.fromFd(ramFds[i]!, b.base, b.size, { ownsFd: true })));
+    closeFd(pageFd!);
+  }
+
+  /** Attaches to domain `domid` of the simulator at `socket`. */
+  static attach(socket: string, domid: number): Guest {
+    const rpc = BlockingClient.connect(socket);
+    const r = rpc.call("guest.attach", { domid });
+    if (r.refused) {
+      rpc.close();
+      throw new SimError("StartFailed", `attach to domain ${domid}: ${r.refused.code} ${r.refused.message}`);
+    }
+    return new Guest(rpc, r.result as GuestInfo, r.fds);
+  }
+
+  get generation(): number {
+    return Atomics.load(this.#words, DOMPAGE_GENERATION / 4);
+  }
+
+  get paused(): boolean {
+    return (Atomics.load(this.#words, DOMPAGE_FLAGS / 4) & DOMPAGE_FLAG_PAUSED) !== 0;
+  }
+
+  get dying(): boolean {
+    return (Atomics.load(this.#words, DOMPAGE_FLAGS / 4) & DOMPAGE_FLAG_DYING) !== 0;
+  }
+
+  /** Blocks until the domain is unpaused (xl unpause). @throws SimError "Disconnected" when it is destroyed. */
+  waitRunnable(): void {
+    if (!this.paused) return;
+    const r = this.rpc.call("guest.waitRunnable", { domid: this.info.domid });
+    if (r.refused) throw new SimError("Disconnected", `domain ${this.info.domid} went away while paused`);
+  }
+
+  /** vCPU `index` (one per guest process is the usual arrangement: each blocks independently). */
+  vcpu(index = 0): Vcpu {
+    if (!Number.isInteger(index) || index < 0 || index >= this.info.vcpus) throw new RangeError(`vcpu ${index} of ${this.info.vcpus}`);
+    let v = this.#vcpus.get(index);
+    if (!v) {
+      v = new Vcpu(this, index, this.#wake[index]!);
+      this.#vcpus.set(index, v);
+    }
+    return v;
+  }
+
+  /** The level of interrupt line `irq` as the device model last set it (XEN_DMOP_set_irq_level). */
+  irqLevel(irq: number): boolean {
+    return ((Atomics.load(this.#words, DOMPAGE_IRQ_LEVELS / 4 + (irq >>> 5)) >>> (irq & 31)) & 1) === 1;
+  }
+
+  /**
+   * Waits until line `irq` is asserted (a vGIC would take the interrupt then). Polls the line with a short
+   * backoff; returns false on timeout.
+   */
+  waitForIrq(irq: number, timeoutMs = 5000): boolean {
+    const deadline = Date.now() + timeoutMs;
+    let spins = 0;
+    let nap = 0.02;
+    for (;;) {
+      if (this.irqLevel(irq)) return true;
+      if (this.dying) throw new SimError("Disconnected", `domain ${this.info.domid} is dying`);
+      this.#upcall.read();
+      if (++spins < 2000) continue;
+      if (Date.now() > deadline) return false;
+      sleepSync(nap);
+      nap = Math.min(nap * 2, 1);
+    }
+  }
+
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const v of this.#vcpus.values()) v.close();
+    this.grants.close();
+    this.memory.close();
+    for (const w of this.#wake) w.close();
+    this.#upcall.close();
+    munmap(this.#page);
+    this.rpc.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
