@@ -1,0 +1,1 @@
+export { VhostUserDevice, type VhostUserDeviceOptions, type VhostUserDeviceEvents } from "./vhost-user-device.js";

@@ -1,0 +1,277 @@
+// A virtio device whose implementation is a vhost-user backend: the piece between the virtio-mmio register
+// file (what the guest driver sees) and the vhost-user front-end (what the backend sees). Nothing here is
+// Xen-specific; the bridge gives it guest memory descriptions, an address translation for vring addresses,
+// and optionally the kick/call eventfds of its notifier (Xen ioeventfd/irqfd, or KVM's).
+import { EventEmitter } from "eventemitter3";
+import { EventFd, FdWatcher, noopLogger, type Logger } from "@xen-vhost/vmm-sys-util";
+import { bit, VirtioFeature, type ConfigValue, type QueueConfig, type VirtioDevice } from "@xen-vhost/virtio-mmio";
+import { VhostUserError, VhostUserVirtioFeatures, type ProtocolFeatureName } from "@xen-vhost/vhost-user-protocol";
+import type { Frontend, MemoryRegionDescription, Negotiated } from "@xen-vhost/vhost-user-master";
+
+export interface VhostUserDeviceOptions {
+  /** A connected front-end (client or server mode); the device owns it from now on. */
+  frontend: Frontend;
+  /** The virtio device ID the guest sees (from xenstore's `type` or the command line). */
+  deviceId: number;
+  /** Queues to expose when the backend cannot say (no MQ): the type's default. */
+  defaultQueues: number;
+  /** Largest queue size to offer. */
+  queueMaxSize: number;
+  /** Bytes of config space to expose (the type's size); 0 for devices without config. */
+  configSize: number;
+  /** Guest memory as the backend must map it, read at every activation (the guest may have changed). */
+  memory: () => readonly MemoryRegionDescription[];
+  /** Translates a guest address of a ring into the front-end address space sent in SET_VRING_ADDR. */
+  translate: (gpa: bigint, len: number) => bigint;
+  /** Feature bits the transport adds (ACCESS_PLATFORM when the guest uses grants). */
+  extraFeatures?: bigint;
+  /** Protocol features the backend must offer (XEN_MMAP for a Xen guest's foreign/grant memory). */
+  requireProtocolFeatures?: readonly ProtocolFeatureName[];
+  /**
+   * The kick eventfd of a queue when a notifier delivers QueueNotify itself (ioeventfd): the device then
+   * never sees `notify`. Borrowed. Without it the device creates one and `notify` writes it.
+   */
+  kickEventFd?: (queue: number) => EventFd | undefined;
+  /**
+   * The call eventfd of a queue when a notifier turns it into the interrupt itself (irqfd). Borrowed.
+   * Without it the device creates one, watches it, and emits `used`.
+   */
+  callEventFd?: (queue: number) => EventFd | undefined;
+  logger?: Logger;
+}
+
+export interface VhostUserDeviceEvents {
+  /** The backend signalled a queue's call eventfd: raise the used-buffer interrupt. */
+  used: [queue: number];
+  /** The backend's configuration changed (CONFIG_CHANGE_MSG); the cache is refreshed already. */
+  configChange: [];
+  /** The backend is gone for good (no reconnect): the device needs a reset. */
+  failed: [cause: Error];
+}
+
+const F_PROTOCOL = bit(VhostUserVirtioFeatures.VHOST_USER_F_PROTOCOL_FEATURES);
+const F_LOG_ALL = bit(VhostUserVirtioFeatures.VHOST_F_LOG_ALL);
+
+interface QueueRuntime {
+  kick: EventFd;
+  ownsKick: boolean;
+  call: EventFd;
+  ownsCall: boolean;
+  watcher: FdWatcher | undefined;
+}
+
+/**
+ * A VirtioDevice backed by a vhost-user backend. Create with `VhostUserDevice.create`, which negotiates
+ * features and reads the config space before the guest can see the device.
+ */
+export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> implements VirtioDevice, Disposable {
+  readonly deviceId: number;
+  readonly features: bigint;
+  readonly numQueues: number;
+  readonly configSize: number;
+  readonly negotiated: Negotiated;
+  readonly #fe: Frontend;
+  readonly #opts: VhostUserDeviceOptions;
+  readonly #log: Logger;
+  readonly #queueMax: number;
+  #config: Uint8Array;
+  #running = new Map<number, QueueRuntime>();
+  #closed = false;
+
+  private constructor(opts: VhostUserDeviceOptions, negotiated: Negotiated, config: Uint8Array) {
+    super();
+    this.#opts = opts;
+    this.#fe = opts.frontend;
+    this.#log = opts.logger ?? noopLogger;
+    this.negotiated = negotiated;
+    this.deviceId = opts.deviceId;
+    // What the driver may accept: the backend's virtio features, minus vhost-user's own bits (protocol
+    // features, dirty logging) which mean nothing to a guest, plus VERSION_1 (virtio-mmio v2 is modern only).
+    this.features = (negotiated.offeredFeatures & ~F_PROTOCOL & ~F_LOG_ALL) | bit(VirtioFeature.VERSION_1) | (opts.extraFeatures ?? 0n);
+    this.numQueues = negotiated.queueNum ?? opts.defaultQueues;
+    this.#queueMax = opts.queueMaxSize;
+    this.configSize = config.length;
+    this.#config = config;
+    this.#fe.on("configChange", () => void this.#refreshConfig());
+    this.#fe.on("close", (cause) => {
+      if (this.#closed) return;
+      this.emit("failed", cause ?? new VhostUserError("Disconnected", "back-end connection closed"));
+    });
+  }
+
+  /**
+   * Negotiates with the backend (features are only set at activation, when the driver's choice is known)
+   * and reads the config space if the backend offers VHOST_USER_PROTOCOL_F_CONFIG.
+   */
+  static async create(opts: VhostUserDeviceOptions): Promise<VhostUserDevice> {
+    const log = opts.logger ?? noopLogger;
+    const negotiated = await opts.frontend.negotiate({
+      setFeatures: false,
+      ...(opts.requireProtocolFeatures ? { requireProtocolFeatures: opts.requireProtocolFeatures } : {}),
+    });
+    let config: Uint8Array = new Uint8Array(0);
+    if (opts.configSize > 0 && opts.frontend.hasProtocolFeature("CONFIG")) {
+      config = await readConfig(opts.frontend, opts.configSize, log);
+    }
+    log.info("backend negotiated", {
+      features: `0x${negotiated.offeredFeatures.toString(16)}`,
+      protocolFeatures: `0x${negotiated.protocolFeatures.toString(16)}`,
+      queues: negotiated.queueNum,
+      configSize: config.length,
+    });
+    return new VhostUserDevice(opts, negotiated, config);
+  }
+
+  get frontend(): Frontend {
+    return this.#fe;
+  }
+
+  queueMaxSize(index: number): number {
+    return index < this.numQueues ? this.#queueMax : 0;
+  }
+
+  /** Config reads come from the cache (the spec lets a front-end cache; CONFIG_CHANGE_MSG invalidates). */
+  readConfig(offset: number, size: 1 | 2 | 4 | 8): ConfigValue {
+    const dv = new DataView(this.#config.buffer, this.#config.byteOffset, this.#config.byteLength);
+    switch (size) {
+      case 1:
+        return dv.getUint8(offset);
+      case 2:
+        return dv.getUint16(offset, true);
+      case 4:
+        return dv.getUint32(offset, true);
+      case 8:
+        return dv.getBigUint64(offset, true);
+    }
+  }
+
+  async writeConfig(offset: number, size: 1 | 2 | 4 | 8, value: ConfigValue): Promise<void> {
+    const bytes = new Uint8Array(size);
+    const dv = new DataView(bytes.buffer);
+    if (size === 8) dv.setBigUint64(0, BigInt(value), true);
+    else if (size === 4) dv.setUint32(0, Number(value) >>> 0, true);
+    else if (size === 2) dv.setUint16(0, Number(value) & 0xffff, true);
+    else dv.setUint8(0, Number(value) & 0xff);
+    if (!this.#fe.hasProtocolFeature("CONFIG")) throw new VhostUserError("InvalidParam", "the backend has no config space (no CONFIG protocol feature)");
+    await this.#fe.setConfig(offset, bytes);
+    this.#config.set(bytes, offset);
+  }
+
+  async #refreshConfig(): Promise<void> {
+    try {
+      if (this.configSize > 0) this.#config = await readConfig(this.#fe, this.configSize, this.#log);
+      this.emit("configChange");
+    } catch (err) {
+      this.#log.warn("config refresh failed", { error: String(err) });
+    }
+  }
+
+  /** DRIVER_OK: tells the backend the features, the memory and every ring, then starts it. */
+  async activate(features: bigint, queues: readonly QueueConfig[]): Promise<void> {
+    // The guest's choice, plus the protocol-features bit the session was negotiated with.
+    const backendFeatures = features & ~bit(VirtioFeature.ACCESS_PLATFORM) | (this.negotiated.offeredFeatures & F_PROTOCOL);
+    await this.#fe.setFeatures(backendFeatures & this.negotiated.offeredFeatures);
+    await this.#fe.setMemory(this.#opts.memory());
+    for (const q of queues) {
+      const rt = this.#startQueue(q.index);
+      await this.#fe.setupVring(q.index, {
+        num: q.size,
+        base: 0,
+        desc: this.#opts.translate(q.desc, 16 * q.size),
+        avail: this.#opts.translate(q.avail, 6 + 2 * q.size),
+        used: this.#opts.translate(q.used, 6 + 8 * q.size),
+        kick: rt.kick.fd,
+        call: rt.call.fd,
+      });
+    }
+    await this.#fe.driverOk();
+    this.#log.info("device started", { queues: queues.map((q) => q.index), features: `0x${features.toString(16)}` });
+  }
+
+  #startQueue(index: number): QueueRuntime {
+    this.#stopQueue(index);
+    const kick = this.#opts.kickEventFd?.(index);
+    const call = this.#opts.callEventFd?.(index);
+    const rt: QueueRuntime = {
+      kick: kick ?? new EventFd(),
+      ownsKick: kick === undefined,
+      call: call ?? new EventFd(),
+      ownsCall: call === undefined,
+      watcher: undefined,
+    };
+    if (rt.ownsCall) {
+      const fd = rt.call;
+      rt.watcher = new FdWatcher(
+        fd.fd,
+        () => {
+          if (fd.read() !== null) this.emit("used", index);
+        },
+        { onError: (err) => this.#log.error("used listener threw", { queue: index, error: String(err) }) },
+      ).start();
+    }
+    this.#running.set(index, rt);
+    return rt;
+  }
+
+  #stopQueue(index: number): void {
+    const rt = this.#running.get(index);
+    if (!rt) return;
+    this.#running.delete(index);
+    rt.watcher?.close();
+    if (rt.ownsKick) rt.kick.close();
+    if (rt.ownsCall) rt.call.close();
+  }
+
+  /** QueueNotify from the guest (only when no notifier consumed it): kick the backend. */
+  notify(queue: number): void {
+    const rt = this.#running.get(queue);
+    if (!rt) return;
+    rt.kick.write(1);
+  }
+
+  /**
+   * Status 0: stop every ring (GET_VRING_BASE stops a ring per the spec), then reset the backend's device
+   * state (RESET_DEVICE, else SET_STATUS 0 where STATUS is negotiated).
+   */
+  async reset(): Promise<void> {
+    const indices = [...this.#running.keys()];
+    for (const i of indices) {
+      try {
+        if (this.#fe.connected) await this.#fe.getVringBase(i);
+      } catch (err) {
+        this.#log.warn("GET_VRING_BASE failed during reset", { queue: i, error: String(err) });
+      }
+      this.#stopQueue(i);
+    }
+    if (!this.#fe.connected) return;
+    if (this.#fe.hasProtocolFeature("RESET_DEVICE")) await this.#fe.resetDevice();
+    else if (this.#fe.hasProtocolFeature("STATUS")) await this.#fe.setStatus(0);
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Stops the queues and closes the front-end (the backend sees a disconnect). Idempotent. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    for (const i of [...this.#running.keys()]) this.#stopQueue(i);
+    this.#fe.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+/** GET_CONFIG of `size` bytes; a backend that refuses that size gets asked for what it has, down to 0. */
+async function readConfig(fe: Frontend, size: number, log: Logger): Promise<Uint8Array> {
+  try {
+    return await fe.getConfig(0, size);
+  } catch (err) {
+    if (!(err instanceof VhostUserError) || err.kind !== "BackendFailure") throw err;
+    log.warn("backend refused GET_CONFIG; exposing no config space", { size, error: err.message });
+    return new Uint8Array(0);
+  }
+}
