@@ -9,6 +9,9 @@ import { decodeBuffer, encodeMessage, fdCountFor, type Expectation, type Payload
 import { VhostUserError } from "./error.js";
 import { backendRequests, frontendRequests, type MessageInfo, type PayloadKind } from "./message.js";
 
+/** Generous: 130k cases take ~10 s on a loaded 2-core machine; this is a correctness test, not a timing one. */
+const TIMEOUT = 300_000;
+
 let base: EventFd;
 let leaks: ReturnType<typeof fdLeakCheck>;
 let decoded = 0;
@@ -146,6 +149,7 @@ test.prop([fc.uint8Array({ maxLength: 400 }), fc.nat(3), expectationArb, fc.bool
   (bytes, nfds, expectation, xen) => {
     attempt(bytes, nfds, expectation, xen);
   },
+  TIMEOUT,
 );
 
 test.prop([fc.uint8Array({ minLength: 12, maxLength: 12 }).map((h) => h), fc.nat(3), expectationArb], { numRuns: 5_000 })(
@@ -159,6 +163,7 @@ test.prop([fc.uint8Array({ minLength: 12, maxLength: 12 }).map((h) => h), fc.nat
     buf.set(h);
     attempt(buf, nfds, expectation, false);
   },
+  TIMEOUT,
 );
 
 test.prop([validArb], { numRuns: 5_000 })("valid messages round-trip with the fds their rule asks for", (c) => {
@@ -176,7 +181,7 @@ test.prop([validArb], { numRuns: 5_000 })("valid messages round-trip with the fd
   const ok = attempt(bytes, min, expectationFor(c), c.xen);
   // Semantic checks (reserved bits of kick/call u64, device-state phase) may refuse random values.
   if (!ok) expect(["SET_VRING_KICK", "SET_VRING_CALL", "SET_VRING_ERR", "VRING_HOST_NOTIFIER_MSG", "SET_DEVICE_STATE_FD"]).toContain(c.e.name);
-});
+}, TIMEOUT);
 
 test.prop([validArb, fc.array(mutationArb, { minLength: 1, maxLength: 3 }), fc.nat(3)], { numRuns: 60_000 })(
   "mutated valid messages decode or fail with VhostUserError, fds never leak",
@@ -190,4 +195,5 @@ test.prop([validArb, fc.array(mutationArb, { minLength: 1, maxLength: 3 }), fc.n
     for (const m of mutations) bytes = mutate(bytes, m);
     attempt(bytes, nfds, expectationFor(c), c.xen);
   },
+  TIMEOUT,
 );

@@ -229,4 +229,5 @@ test.prop([fc.array(fc.record({ bytes: fc.uint8Array({ minLength: 1, maxLength: 
     c.close();
     expect(check.check()).toEqual([]);
   },
+  120_000,
 );
