@@ -205,11 +205,14 @@ export class XenGrantRegion implements GuestMemoryRegion {
     let run = this.#find(firstPage, lastPage);
     if (run) {
       this.#stats.hits++;
+      run.users++;
     } else {
       this.#stats.misses++;
       run = this.#map(firstPage, lastPage);
+      // Trimmed only once the new run is in use, so it is never the one evicted.
+      run.users++;
+      this.#trim();
     }
-    run.users++;
     let released = false;
     const release = (): void => {
       if (released) return;
@@ -264,7 +267,6 @@ export class XenGrantRegion implements GuestMemoryRegion {
     this.#runs.set(run, true);
     this.#pages += count;
     this.#last = run;
-    this.#trim();
     return run;
   }
 

@@ -5,11 +5,12 @@
 //     grant address 2^63 + x   <->   GRANT_WINDOW_BASE (2^52) + x      (x < 2^52; grefs only reach 2^44)
 //
 // Grant regions are handed to GuestMemory at their folded base through a thin adapter, and every public
-// method translates its address first (one `typeof` test on the hot path of ordinary RAM addresses). Real
-// guest-physical addresses inside the window (>= 2^52: no CPU has more than 52 physical address bits) are
-// treated as unbacked, so a hostile descriptor cannot reach grant regions except by their grant address.
-// Errors are relabelled with the address the caller gave. It is a subclass, so virtio-queue (typed on
-// GuestMemory) works over it unchanged.
+// method translates its address first (one `typeof` test on the hot path of ordinary RAM addresses). The
+// window is not RAM on any CPU (none has more than 52 physical address bits), so an address inside it can
+// only ever name the same grant a guest could name by its grant address: no new reach. It is also what
+// virtio-queue needs today, which keeps ring addresses as doubles: `windowAddress()` gives the folded
+// number of a grant ring address. Errors on grant addresses are relabelled with the address the caller
+// gave. It is a subclass, so virtio-queue (typed on GuestMemory) works over it unchanged.
 //
 // When vm-memory gains regions above 2^53 this class reduces to `GuestMemory` (see README, "Root changes").
 import {
@@ -67,15 +68,11 @@ function big(addr: GuestAddressLike): bigint {
 }
 
 function fold(addr: GuestAddressLike): Folded {
-  if (typeof addr === "number") {
-    // Callers test `addr < GRANT_WINDOW_BASE` themselves first, so ordinary RAM addresses never get here.
-    if (addr < GRANT_WINDOW_BASE) return { kind: "plain", addr };
-    if (!Number.isSafeInteger(addr)) return { kind: "plain", addr }; // GuestMemory throws the RangeError
-    return { kind: "unbacked", original: BigInt(addr) };
-  }
+  // Numbers (ordinary RAM, or the window itself) go to GuestMemory as they are; callers test
+  // `addr < GRANT_WINDOW_BASE` first, so the hot path never gets here.
+  if (typeof addr === "number") return { kind: "plain", addr };
   const v = big(addr);
-  if (v < WINDOW_BIG || v > U64_MAX) return { kind: "plain", addr };
-  if (v < XEN_GRANT_DMA_ADDR_OFF) return v < WINDOW_BIG * 2n ? { kind: "unbacked", original: v } : { kind: "plain", addr };
+  if (v < XEN_GRANT_DMA_ADDR_OFF || v > U64_MAX) return { kind: "plain", addr };
   const x = v - XEN_GRANT_DMA_ADDR_OFF;
   if (x >= WINDOW_SPAN) return { kind: "unbacked", original: v };
   return { kind: "folded", addr: GRANT_WINDOW_BASE + Number(x), original: v };
@@ -178,17 +175,28 @@ export class XenGuestMemory extends GuestMemory {
   #via<T>(addr: GuestAddressLike, len: number, op: (a: GuestAddressLike) => T): T {
     const f = fold(addr);
     if (f.kind === "plain") return op(f.addr);
-    if (f.kind === "unbacked") {
-      if (this.closed) return op(0);
-      throw unbacked(f.original, len);
-    }
+    if (this.closed) return op(0);
     if (len > 0 && f.original + BigInt(len) - 1n > U64_MAX)
       throw new GuestMemoryError("Overflow", `${hex(f.original)} + ${len} overflows`, { address: f.original });
+    if (f.kind === "unbacked") throw unbacked(f.original, len);
     try {
       return op(f.addr);
     } catch (err) {
       throw relabel(err);
     }
+  }
+
+  /**
+   * The address GuestMemory uses internally: grant addresses become their fold-window number, others are
+   * returned as numbers. For ring addresses given to virtio-queue, which keeps them as doubles.
+   * @throws RangeError for an address that is neither below 2^53 nor a grant address within the window.
+   */
+  windowAddress(addr: GuestAddressLike): number {
+    const f = fold(addr);
+    if (f.kind === "folded") return f.addr;
+    const v = big(addr);
+    if (f.kind === "plain" && v >= 0n && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
+    throw new RangeError(`${hex(v)} has no address below 2^53`);
   }
 
   override readInto(addr: GuestAddressLike, dst: Uint8Array): void {
