@@ -1,16 +1,15 @@
 // Split virtqueue throughput over memfd-backed guest memory, both sides in this thread. Each round the
 // driver posts a batch (post), the device pops and returns it (pop+push), the driver harvests (harvest);
 // the phases are timed separately. Chains: 1 readable + 1 writable descriptor (direct), and the same in an
-// indirect table. Run after `pnpm build`.
+// indirect table; split and packed rings. Run after `pnpm build`.
 import { GuestMemory } from "@xen-vhost/vm-memory";
-import { DriverQueue, Queue } from "../dist/index.js";
+import { DriverQueue, PackedDriverQueue, PackedQueue, Queue } from "../dist/index.js";
 
 const SIZE = 256;
 const BATCH = 128;
 const TOTAL = 400_000;
 
-function run(indirect) {
-  const mem = GuestMemory.fromRanges([[0, 4 * 1024 * 1024]]);
+function makeSplit(mem) {
   const driver = DriverQueue.create(mem, 0x1000, SIZE, { eventIdx: true, indirectMaxEntries: 4 });
   const q = new Queue(mem);
   q.size = SIZE;
@@ -19,6 +18,24 @@ function run(indirect) {
   q.usedRing = driver.usedRing;
   q.eventIdx = true;
   q.ready = true;
+  return { driver, q, used: (c) => q.addUsed(c.head, 16, { publish: false }), flush: () => q.publishUsed() };
+}
+
+function makePacked(mem) {
+  const driver = PackedDriverQueue.create(mem, 0x1000, SIZE, { eventIdx: true, indirectMaxEntries: 4 });
+  const q = new PackedQueue(mem);
+  q.size = SIZE;
+  q.descRing = driver.descRing;
+  q.driverEvent = driver.driverEvent;
+  q.deviceEvent = driver.deviceEvent;
+  q.eventIdx = true;
+  q.ready = true;
+  return { driver, q, used: (c) => q.addUsed(c, 16), flush: () => {} };
+}
+
+function run(kind, indirect) {
+  const mem = GuestMemory.fromRanges([[0, 4 * 1024 * 1024]]);
+  const { driver, q, used, flush } = kind === "split" ? makeSplit(mem) : makePacked(mem);
   const chain = { readable: [{ addr: 0x20_0000, len: 512 }], writable: [{ addr: 0x30_0000, len: 16 }] };
   const opts = { indirect, publish: false };
   let tPost = 0n;
@@ -34,9 +51,9 @@ function run(indirect) {
     for (;;) {
       const c = q.pop();
       if (!c) break;
-      q.addUsed(c.head, 16, { publish: false });
+      used(c);
     }
-    q.publishUsed();
+    flush();
     q.needsNotification();
     t2 = process.hrtime.bigint();
     tDev += t2 - t;
@@ -47,7 +64,7 @@ function run(indirect) {
   }
   mem.close();
   const rate = (ns) => (TOTAL / (Number(ns) / 1e9) / 1e6).toFixed(2);
-  const label = indirect ? "indirect" : "direct  ";
+  const label = `${kind.padEnd(6)} ${indirect ? "indirect" : "direct  "}`;
   console.log(
     `${label} 2-descriptor chains: device pop+push ${rate(tDev)} M/s, driver post ${rate(tPost)} M/s, ` +
       `harvest ${rate(tHarvest)} M/s, driver post+harvest ${rate(tPost + tHarvest)} M/s, full round trip ${rate(tPost + tDev + tHarvest)} M/s`,
@@ -55,6 +72,8 @@ function run(indirect) {
 }
 
 for (let i = 0; i < 2; i++) {
-  run(false);
-  run(true);
+  for (const kind of ["split", "packed"]) {
+    run(kind, false);
+    run(kind, true);
+  }
 }

@@ -13,3 +13,20 @@ export {
   type QueueLayout,
   type UsedElement,
 } from "./driver.js";
+export {
+  PackedDriverQueue,
+  PackedQueue,
+  PackedDescriptorChain,
+  PvirtqDesc,
+  PvirtqEventSuppress,
+  VIRTQ_DESC_F_AVAIL,
+  VIRTQ_DESC_F_USED,
+  RING_EVENT_FLAGS_ENABLE,
+  RING_EVENT_FLAGS_DISABLE,
+  RING_EVENT_FLAGS_DESC,
+  PACKED_RING_ALIGN,
+  EVENT_SUPPRESS_ALIGN,
+  type PackedDriverConfig,
+  type PackedQueueLayout,
+  type PackedQueueOptions,
+} from "./packed.js";

@@ -7,9 +7,9 @@ import type { MmapRegion } from "@xen-vhost/vm-memory";
 import { DATA, setup } from "./helpers.js";
 
 describe("driver and device in different threads", () => {
-  it("5000 requests through a 64-entry queue, every answer correct and in order", async () => {
+  it("2000 requests through a 64-entry queue, every answer correct and in order", async () => {
     using s = setup<number>(64);
-    const count = 5_000;
+    const count = 2_000;
     const regions = s.mem.regions.map((r) => ({ fd: (r as MmapRegion).fd, base: Number(r.guestBase.value), size: r.size }));
     const worker = new Worker(new URL("./device-worker.mjs", import.meta.url), {
       workerData: {
