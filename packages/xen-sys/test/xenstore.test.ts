@@ -89,8 +89,10 @@ describe("XenStore over the unix socket", () => {
     const all: string[] = [];
     xs.on("watch", (e) => all.push(`${e.token}:${e.path}`));
     const first = new Promise<string>((r) => xs.once("watch", (e) => r(e.path)));
-    const w = await xs.watch("/local/domain/7/device", "dev");
+    const viaOption: string[] = [];
+    const w = await xs.watch("/local/domain/7/device", { token: "dev", onChange: (p) => viaOption.push(p) });
     expect(await first).toBe("/local/domain/7/device");
+    expect(viaOption).toEqual(["/local/domain/7/device"]); // the registration event reaches onChange
     const c1 = nextChange(w);
     server.seed("/local/domain/7/device/virtio/0/state", "2");
     expect(await c1).toBe("/local/domain/7/device/virtio/0/state");
@@ -113,7 +115,7 @@ describe("XenStore over the unix socket", () => {
     const intro = await xs.watch("@introduceDomain");
     const rel = await xs.watch("@releaseDomain");
     expect(intro.token).not.toBe(rel.token);
-    await expect(xs.watch("/x", intro.token)).rejects.toThrow(RangeError);
+    await expect(xs.watch("/x", { token: intro.token })).rejects.toThrow(RangeError);
     expect(await xs.isDomainIntroduced(9)).toBe(false);
     const introduced = nextChange(intro);
     await xs.introduce(9, 0xfeffcn, 1);
@@ -159,7 +161,7 @@ describe("XenStore over the unix socket", () => {
 
   it("reconnects: pending requests fail as Disconnected, watches are re-registered", async () => {
     const xs = await XenStore.open({ socketPath: server.path, reconnect: { delayMs: 10 } });
-    const w = await xs.watch("/r", "r");
+    const w = await xs.watch("/r", { token: "r" });
     server.ignoreNext(XS.READ);
     const inFlight = xs.read("/r/y");
     await tick();

@@ -394,14 +394,16 @@ export class XenStore extends EventEmitter<XenStoreEvents> {
 
   /**
    * XS_WATCH: `change` events for `path` and everything below it (also `@introduceDomain`,
-   * `@releaseDomain`). Xen fires it once right after registration.
+   * `@releaseDomain`). Xen fires once right after registration, usually before this promise settles:
+   * pass `onChange` to receive that first event too.
    */
-  async watch(path: string, token?: string): Promise<XenStoreWatch> {
+  async watch(path: string, options: { token?: string; onChange?: (path: string) => void } = {}): Promise<XenStoreWatch> {
     checkPath(path);
-    const t = token ?? `xen-sys:${this.#nextToken++}`;
+    const t = options.token ?? `xen-sys:${this.#nextToken++}`;
     if (t.includes("\0") || t.length === 0) throw new RangeError("watch token must be a non-empty string without NUL");
     if (this.#watches.has(t)) throw new RangeError(`watch token ${t} already in use`);
     const w = new XenStoreWatch(this, path, t);
+    if (options.onChange) w.on("change", options.onChange);
     // Registered before the request so the immediate first event is not lost.
     this.#watches.set(t, w);
     try {
