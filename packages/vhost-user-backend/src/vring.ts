@@ -38,6 +38,8 @@ export class Vring implements DeviceVring {
   #running = false;
   #again = false;
   #triggerPending = false;
+  /** Chains popped during the current handler run. */
+  #popped = 0;
   /** The ring itself is broken (avail idx jumped): stop until the front-end restarts it. */
   #broken = false;
 
@@ -185,12 +187,17 @@ export class Vring implements DeviceVring {
     }
     this.#running = true;
     try {
+      // Loop while the device makes progress: a device that leaves chains in the ring on purpose (a rate
+      // limit, an event queue waiting for interrupts) must not spin here; it calls trigger() when ready.
+      let progress: boolean;
       do {
         this.#again = false;
+        this.#popped = 0;
         q.disableNotification();
         this.#device.handleQueue(this);
         if (this.#queue !== q || this.#broken) return;
-      } while (q.enableNotification() || this.#again);
+        progress = this.#popped > 0;
+      } while ((q.enableNotification() && progress) || this.#again);
     } catch (err) {
       this.#fault(err);
     } finally {
@@ -223,7 +230,9 @@ export class Vring implements DeviceVring {
     if (!q || this.#broken) return null;
     for (;;) {
       try {
-        return q.pop() ?? null;
+        const c = q.pop() ?? null;
+        if (c) this.#popped++;
+        return c;
       } catch (err) {
         if (err instanceof VirtqueueError && err.head !== undefined) {
           // One malformed chain: give it back empty so the driver can reclaim it, and go on.

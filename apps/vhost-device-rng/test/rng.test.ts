@@ -1,0 +1,135 @@
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { execFileSync, spawn } from "node:child_process";
+import { mkdtempSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
+import { VhostUserDaemon } from "@xen-vhost/vhost-user-backend";
+import { RngDevice, parse } from "../src/index.js";
+import { DATA, session } from "./harness.js";
+
+let dir: string;
+let leaks: ReturnType<typeof fdLeakCheck>;
+const cleanup: (() => void)[] = [];
+
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "rng-"));
+  leaks = fdLeakCheck();
+});
+afterEach(async () => {
+  for (const c of cleanup.splice(0).reverse()) c();
+  await new Promise((r) => setTimeout(r, 20));
+  rmSync(dir, { recursive: true, force: true });
+  expect(leaks.check()).toEqual([]);
+});
+
+function serve(device: RngDevice): string {
+  const path = join(dir, "rng.sock0");
+  const d = new VhostUserDaemon(device, { socket: path }).start();
+  cleanup.push(() => d.close(), () => device.close());
+  return path;
+}
+
+describe("vhost-device-rng", () => {
+  it("advertises what rust-vmm's does (0x171000000, one queue) plus the protocol features it implements", async () => {
+    const path = serve(new RngDevice());
+    const s = await session(path, [8]);
+    cleanup.push(() => s.close());
+    expect(s.negotiated.offeredFeatures).toBe(0x171000000n);
+    expect(s.negotiated.queueNum).toBe(1);
+  });
+
+  it("fills device-writable buffers with distinct random bytes through a real ring", async () => {
+    const path = serve(new RngDevice());
+    const s = await session(path, [8]);
+    cleanup.push(() => s.close());
+    for (let i = 0; i < 3; i++) s.post(0, { writable: [{ addr: DATA + i * 0x100, len: 64 }] }, i);
+    const used = await s.used(0, 3);
+    expect(used.map((u) => u.len)).toEqual([64, 64, 64]);
+    const bufs = [0, 1, 2].map((i) => Buffer.from(s.mem.read(DATA + i * 0x100, 64)).toString("hex"));
+    expect(new Set(bufs).size).toBe(3);
+    for (const b of bufs) expect(new Set(Buffer.from(b, "hex")).size).toBeGreaterThan(40);
+    expect(await s.fe.getVringBase(0)).toBe(3);
+  });
+
+  it("a chain without writable buffers comes back with length 0", async () => {
+    const path = serve(new RngDevice());
+    const s = await session(path, [8]);
+    cleanup.push(() => s.close());
+    s.post(0, { readable: [{ addr: DATA, len: 16 }] });
+    const [u] = await s.used(0);
+    expect(u!.len).toBe(0);
+  });
+
+  it("rate limit: --max-bytes per --period, the rest waits in the ring for the next period", async () => {
+    let now = 1_000_000;
+    const device = new RngDevice({ maxBytes: 100, periodMs: 20, now: () => now });
+    const path = serve(device);
+    const s = await session(path, [8]);
+    cleanup.push(() => s.close());
+    for (let i = 0; i < 3; i++) s.post(0, { writable: [{ addr: DATA + i * 0x100, len: 64 }] }, i);
+    const first = await s.used(0, 2);
+    expect(first.map((u) => u.len)).toEqual([64, 36]);
+    // the device's clock has not moved: its retry timer fires but the quota is still spent
+    await new Promise((r) => setTimeout(r, 80));
+    expect(s.rings[0]!.driver.harvest()).toEqual([]);
+    now += 20;
+    const [third] = await s.used(0, 1);
+    expect(third!.len).toBe(64);
+    expect(device.bytesServed).toBe(164);
+  });
+
+  it("reads entropy from a file with -f", async () => {
+    const file = join(dir, "entropy");
+    writeFileSync(file, Buffer.alloc(4096, 0xab));
+    const path = serve(new RngDevice({ filename: file }));
+    const s = await session(path, [8]);
+    cleanup.push(() => s.close());
+    s.post(0, { writable: [{ addr: DATA, len: 32 }] });
+    await s.used(0);
+    expect([...s.mem.read(DATA, 32)].every((b) => b === 0xab)).toBe(true);
+  });
+
+  it("serves a new front-end after the first one disconnects", async () => {
+    const path = serve(new RngDevice());
+    const a = await session(path, [8]);
+    a.close();
+    const b = await session(path, [8]);
+    cleanup.push(() => b.close());
+    b.post(0, { writable: [{ addr: DATA, len: 8 }] });
+    expect((await b.used(0))[0]!.len).toBe(8);
+  });
+});
+
+describe("command line", () => {
+  it("parses rust-vmm's options", () => {
+    const a = parse(["-s", "/tmp/rng.sock", "-c", "2", "-p", "1000", "-m", "4096"]);
+    expect(a.common).toMatchObject({ socketPath: "/tmp/rng.sock", socketCount: 2, client: false });
+    expect(a.rng).toEqual({ periodMs: 1000, maxBytes: 4096 });
+    expect(() => parse(["-c", "2"])).toThrow(/--socket-path is required/);
+    expect(() => parse(["-s", "x", "-m", "lots"])).toThrow(/not a number/);
+    expect(() => parse(["-s", "x", "--bogus"])).toThrow(/bogus/);
+  });
+
+  const main = join(import.meta.dirname, "../dist/main.js");
+  it.skipIf(!existsSync(main))("the built daemon prints --help and serves -s PATH -c 2 as PATH0 and PATH1 (needs pnpm build)", async () => {
+    expect(execFileSync(process.execPath, [main, "--help"]).toString()).toMatch(/--socket-path/);
+    const base = join(dir, "rng.sock");
+    const child = spawn(process.execPath, [main, "-s", base, "-c", "2"], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    try {
+      for (const i of [0, 1]) {
+        const s = await session(`${base}${i}`, [8]);
+        s.post(0, { writable: [{ addr: DATA, len: 16 }] });
+        expect((await s.used(0))[0]!.len).toBe(16);
+        s.close();
+      }
+    } finally {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    }
+    expect(stderr).toMatch(/"msg":"listening"/);
+    expect(existsSync(`${base}0`)).toBe(false);
+  });
+});

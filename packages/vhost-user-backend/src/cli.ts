@@ -1,0 +1,100 @@
+// What every vhost-device daemon shares on its command line (rust-vmm vhost-device style): `-s SOCKET -c N`
+// serving SOCKET0..SOCKET(N-1), `--client` to connect instead of listen, `--xen-mapper MODULE` to plug in
+// Xen foreign/grant mapping, `--log-level`; and running one daemon per socket until SIGINT/SIGTERM.
+import type { ParseArgsConfig } from "node:util";
+import type { Logger } from "@xen-vhost/vmm-sys-util";
+import type { VhostUserDevice } from "./device.js";
+import { VhostUserDaemon, socketPaths } from "./daemon.js";
+import { jsonLogger } from "./json-logger.js";
+import { loadXenRegionMapper } from "./mapper-loader.js";
+import type { XenRegionMapper } from "./memory.js";
+
+/** node:util parseArgs options common to the daemons. */
+export const commonOptions = {
+  "socket-path": { type: "string", short: "s" },
+  "socket-count": { type: "string", short: "c", default: "1" },
+  client: { type: "boolean", default: false },
+  "xen-mapper": { type: "string" },
+  "log-level": { type: "string", default: "info" },
+  help: { type: "boolean", short: "h", default: false },
+} as const satisfies NonNullable<ParseArgsConfig["options"]>;
+
+/** Help text for the common options. */
+export const commonHelp = `  -s, --socket-path <PATH>   vhost-user socket; suffixed 0..N-1 (PATH0, PATH1, ...)
+  -c, --socket-count <N>     number of sockets / devices [default: 1]
+      --client               connect to PATH<i> (the front-end listens) instead of listening; retries and reconnects
+      --xen-mapper <MODULE>  load a Xen region mapper (e.g. @xen-vhost/vm-memory-xen or ./mapper.js) and offer XEN_MMAP
+      --log-level <LEVEL>    debug | info | warn | error [default: info]; JSON lines on stderr
+  -h, --help                 print this help`;
+
+export interface CommonArgs {
+  socketPath: string;
+  socketCount: number;
+  client: boolean;
+  xenMapper: string | undefined;
+  logLevel: "debug" | "info" | "warn" | "error";
+}
+
+/** Thrown for bad command lines; main prints the message and exits 2. */
+export class UsageError extends Error {
+  override readonly name = "UsageError";
+}
+
+/** Parses a decimal or 0x-hex non-negative integer. */
+export function parseNumber(text: string, what: string, max = Number.MAX_SAFE_INTEGER): number {
+  const t = text.trim();
+  if (!/^(0x[0-9a-f]+|[0-9]+)$/i.test(t)) throw new UsageError(`${what}: "${text}" is not a number`);
+  const n = Number(t);
+  if (n > max) throw new UsageError(`${what}: ${n} is larger than ${max}`);
+  return n;
+}
+
+/** Checks the common values out of parseArgs' `values`. */
+export function commonArgs(values: Record<string, string | boolean | undefined>): CommonArgs {
+  const socketPath = values["socket-path"];
+  if (typeof socketPath !== "string" || socketPath.length === 0) throw new UsageError("--socket-path is required");
+  const socketCount = parseNumber(String(values["socket-count"] ?? "1"), "--socket-count", 64);
+  if (socketCount < 1) throw new UsageError("--socket-count must be at least 1");
+  const logLevel = String(values["log-level"] ?? "info");
+  if (!["debug", "info", "warn", "error"].includes(logLevel)) throw new UsageError(`--log-level: "${logLevel}" is not debug, info, warn or error`);
+  const xen = values["xen-mapper"];
+  return {
+    socketPath, socketCount, client: values["client"] === true,
+    xenMapper: typeof xen === "string" ? xen : undefined,
+    logLevel: logLevel as CommonArgs["logLevel"],
+  };
+}
+
+export interface RunningDaemons {
+  readonly daemons: readonly VhostUserDaemon[];
+  readonly logger: Logger;
+  /** Closes every daemon. */
+  close(): void;
+}
+
+/**
+ * Starts one daemon per socket with `create(i)` as its device. Loads the Xen mapper first if asked (so a
+ * missing module fails at start, not at the first Xen front-end).
+ */
+export async function runDaemons(name: string, args: CommonArgs, create: (index: number) => VhostUserDevice, logger?: Logger): Promise<RunningDaemons> {
+  const log = logger ?? jsonLogger(name, args.logLevel);
+  let xenMapper: XenRegionMapper | undefined;
+  if (args.xenMapper) {
+    xenMapper = await loadXenRegionMapper(args.xenMapper);
+    log.info("Xen region mapper loaded; offering XEN_MMAP", { mapper: xenMapper.name });
+  }
+  const daemons: VhostUserDaemon[] = [];
+  try {
+    socketPaths(args.socketPath, args.socketCount).forEach((socket, i) => {
+      const d = new VhostUserDaemon(create(i), {
+        socket, mode: args.client ? "client" : "server", logger: log, ...(xenMapper ? { xenMapper } : {}),
+      });
+      daemons.push(d);
+      d.start();
+    });
+  } catch (err) {
+    for (const d of daemons) d.close();
+    throw err;
+  }
+  return { daemons, logger: log, close: () => daemons.forEach((d) => d.close()) };
+}
