@@ -11,9 +11,10 @@ export {
   deviceFdProvider, fdProviderFor, type MappingFdProvider, type MappingFdKind, type DeviceFdOptions,
 } from "./region-fd.js";
 export {
-  guestRamLayout, discoverGuestRam, GUEST_RAM0_BASE, GUEST_RAM0_SIZE, GUEST_RAM1_BASE, GUEST_RAM1_SIZE, GUEST_RAM_MAX,
+  guestRamLayout, discoverGuestRam, readConfiguredRamBytes, GUEST_RAM0_BASE, GUEST_RAM0_SIZE, GUEST_RAM1_BASE, GUEST_RAM1_SIZE, GUEST_RAM_MAX,
   GUEST_MAGIC_BASE, NR_MAGIC_PAGES, LIBXL_MAXMEM_CONSTANT_PAGES, HVM_BELOW_4G_RAM_END, VGA_HOLE_START, VGA_HOLE_END,
   XEN_X86_EMU_VGA, type RamBank, type GuestRamLayout, type RamLayoutOptions, type RamSizeSource, type DomainInfoSource,
+  type XenStoreReader,
 } from "./layout.js";
 export { mapGuestRam, guestMemoryFromLayout, type MapGuestRamOptions } from "./guest-ram.js";
 export {

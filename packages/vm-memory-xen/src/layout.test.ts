@@ -2,7 +2,7 @@ import { describe, expect, it } from "vitest";
 import { Xen, XEN_DOMCTL, XEN_DOMCTL_PAYLOAD_OFFSET, XenDomctl, xenDomctlGetdomaininfo, type DomainInfo, type XenArch } from "@xen-vhost/xen-sys";
 import { RecordingTransport, fail } from "@xen-vhost/xen-sys/testing";
 import { XenMemoryError } from "./error.js";
-import { discoverGuestRam, guestRamLayout } from "./layout.js";
+import { discoverGuestRam, guestRamLayout, readConfiguredRamBytes } from "./layout.js";
 
 const MiB = 1024n * 1024n;
 const GiB = 1024n * MiB;
@@ -75,6 +75,30 @@ describe("Arm guest RAM (GUEST_RAM0 then GUEST_RAM1)", () => {
     expect(kindOf(() => guestRamLayout(info("arm64", 1n * GiB), "arm64", { ramBytes: 1020n * GiB }))).toBe("LayoutUnavailable");
     expect(kindOf(() => guestRamLayout(info("arm64", 0n, { totPages: 0n, maxPages: 0n }), "arm64"))).toBe("LayoutUnavailable");
     expect(kindOf(() => guestRamLayout(info("arm64", 0n), "arm64", { ramBytes: 0 }))).toBe("LayoutUnavailable");
+  });
+});
+
+describe("figures from real Xen 4.17 (xen-rig log: a 128 MiB arm64 domU, `memory = 128`)", () => {
+  it("tot_pages 32772 = 32768 + NR_MAGIC_PAGES, max_pages 33024 = 32768 + LIBXL_MAXMEM_CONSTANT: both give 128 MiB", () => {
+    const real = info("arm64", 0n, { totPages: 32772n, maxPages: 33024n });
+    const l = guestRamLayout(real, "arm64");
+    expect(l.banks).toEqual([{ base: 0x4000_0000n, size: 128n * MiB }]);
+    expect(l.populatedPages).toBe(32768n);
+    expect(l.notes).toEqual([]);
+  });
+});
+
+describe("readConfiguredRamBytes (XenStore)", () => {
+  const store = (nodes: Record<string, string>) => ({
+    read: (p: string) => (p in nodes ? Promise.resolve(nodes[p]!) : Promise.reject(new Error(`ENOENT ${p}`))),
+  });
+  it("prefers memory/static-max, then memory/target (KiB)", async () => {
+    expect(await readConfiguredRamBytes(store({ "/local/domain/3/memory/static-max": "131072", "/local/domain/3/memory/target": "65536" }), 3)).toBe(128n * MiB);
+    expect(await readConfiguredRamBytes(store({ "/local/domain/3/memory/target": "65536" }), 3)).toBe(64n * MiB);
+    expect(await readConfiguredRamBytes(store({}), 3)).toBeUndefined();
+  });
+  it("refuses a node that is not a number", async () => {
+    await expect(readConfiguredRamBytes(store({ "/local/domain/3/memory/static-max": "lots" }), 3)).rejects.toMatchObject({ kind: "LayoutUnavailable" });
   });
 });
 

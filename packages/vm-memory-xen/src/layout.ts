@@ -161,3 +161,29 @@ export function discoverGuestRam(xen: DomainInfoSource, domid: number, options: 
   }
   return guestRamLayout(info, xen.transport.arch, options);
 }
+
+/** Anything that reads XenStore nodes (xen-sys's XenStore client). A missing node rejects / throws. */
+export interface XenStoreReader {
+  read(path: string): Promise<string>;
+}
+
+/**
+ * The domain's configured RAM in bytes from XenStore: `memory/static-max` (libxl's maxmem, the RAM the
+ * banks were sized for), else `memory/target` (the balloon target, KiB). Undefined when neither exists.
+ * @throws XenMemoryError `LayoutUnavailable` for a node that is not a number.
+ */
+export async function readConfiguredRamBytes(store: XenStoreReader, domid: number): Promise<bigint | undefined> {
+  for (const node of ["static-max", "target"]) {
+    const path = `/local/domain/${domid}/memory/${node}`;
+    let text: string;
+    try {
+      text = await store.read(path);
+    } catch {
+      continue;
+    }
+    const t = text.trim();
+    if (!/^\d{1,15}$/.test(t)) throw new XenMemoryError("LayoutUnavailable", `${path} is ${JSON.stringify(text)}, not a KiB count`, { domid });
+    return BigInt(t) * 1024n;
+  }
+  return undefined;
+}
