@@ -13,3 +13,6 @@ export {
   GUEST_RAM0_BASE, GUEST_RAM0_SIZE, GUEST_RAM1_BASE, GUEST_VIRTIO_MMIO_BASE, GUEST_VIRTIO_MMIO_SIZE,
   GUEST_VIRTIO_MMIO_SPI_FIRST, GUEST_VIRTIO_MMIO_SPI_LAST, XEN_GRANT_DMA_ADDR_OFF, grantDmaAddress,
 } from "./layout.js";
+export { XenVirtioMmioDevice, type XenVirtioMmioOptions } from "./devmodel/xen-virtio-mmio.js";
+export { RngDevice, BlkDevice } from "./devmodel/devices.js";
+export { runDemo, type DemoOptions } from "./demo.js";

@@ -3,3 +3,6 @@ export { Guest, sleepSync, type GuestInfo } from "./guest.js";
 export { Vcpu, type VcpuCounters } from "./vcpu.js";
 export { GrantTable } from "./grants.js";
 export type { GuestContext, GuestProgram } from "./program.js";
+export { VirtioMmioDriver, GuestAllocator, type DeviceIdentity, type VirtioMmioDriverOptions } from "./virtio/driver.js";
+export { VirtioRngDriver } from "./virtio/rng.js";
+export { VirtioBlkDriver, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID } from "./virtio/blk.js";

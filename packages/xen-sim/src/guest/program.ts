@@ -8,7 +8,7 @@ export interface GuestContext {
   /** The `args` given to startGuest. */
   args: unknown;
   /** Reports a step (shown by the demo, collected by tests). */
-  log(message: string): void;
+  log: (message: string) => void;
 }
 
 /** A guest program: synchronous guest code (it may be async only to import things). */
