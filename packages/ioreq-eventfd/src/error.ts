@@ -88,3 +88,25 @@ export function classifyErrno(err: unknown, what: string, overrides: Partial<Rec
     })();
   return new NotifierError(kind, `${what}: ${err.code}`, { cause: err });
 }
+
+/**
+ * Maps a failed Xen operation (a `XenError` from @xen-vhost/xen-sys, or a SysError) to a NotifierError, keeping
+ * it as `cause`. Recognised by shape (`kind` + `code`) so this module does not depend on xen-sys.
+ */
+export function classifyXenError(err: unknown, what: string): unknown {
+  if (err instanceof NotifierError || !(err instanceof Error)) return err;
+  if (err instanceof SysError) return classifyErrno(err, what);
+  const { kind, code } = err as Error & { kind?: unknown; code?: unknown };
+  if (typeof kind !== "string") return err;
+  const byKind: NotifierErrorKind | undefined =
+    kind === "DeviceMissing" || kind === "PermissionDenied"
+      ? "DeviceUnavailable"
+      : kind === "Unsupported"
+        ? "Unsupported"
+        : kind === "NoSuchDomain"
+          ? "InvalidArgument"
+          : undefined;
+  const byCode: NotifierErrorKind | undefined =
+    code === "EEXIST" ? "AddressInUse" : code === "EBUSY" ? "EventfdInUse" : code === "EINVAL" ? "InvalidArgument" : code === "ENOENT" ? "NotRegistered" : undefined;
+  return new NotifierError(byKind ?? byCode ?? "Hypervisor", `${what}: ${err.message}`, { cause: err });
+}

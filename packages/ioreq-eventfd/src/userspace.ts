@@ -41,6 +41,18 @@ export interface GuestWrite {
   value: bigint;
 }
 
+/** virt/kvm/eventfd.c ioeventfd_check_collision: the registrations KVM answers EEXIST to. */
+export function ioeventfdsCollide(
+  a: Pick<Ioeventfd, "space" | "addr" | "len" | "datamatch">,
+  b: Pick<Ioeventfd, "space" | "addr" | "len" | "datamatch">,
+): boolean {
+  return (
+    a.space === b.space &&
+    a.addr === b.addr &&
+    (a.len === 0 || b.len === 0 || (a.len === b.len && (a.datamatch === undefined || b.datamatch === undefined || a.datamatch === b.datamatch)))
+  );
+}
+
 class UserspaceIoeventfd implements Ioeventfd {
   readonly kind: NotifierKind;
   readonly addr: bigint;
@@ -50,6 +62,10 @@ class UserspaceIoeventfd implements Ioeventfd {
   readonly eventfd: EventFd;
   readonly ownsEventfd: boolean;
   readonly #onClose: (h: UserspaceIoeventfd) => void;
+  // Number shadows of addr/datamatch for the allocation-free `dispatch` (-1: beyond 2^53, never matches).
+  readonly #addrNum: number;
+  readonly #dmLo: number;
+  readonly #dmHi: number;
   #closed = false;
 
   constructor(kind: NotifierKind, options: IoeventfdOptions, onClose: (h: UserspaceIoeventfd) => void) {
@@ -62,7 +78,20 @@ class UserspaceIoeventfd implements Ioeventfd {
     this.space = space;
     this.#onClose = onClose;
     this.ownsEventfd = options.eventfd === undefined;
+    this.#addrNum = addr <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(addr) : -1;
+    this.#dmLo = datamatch === undefined ? 0 : Number(datamatch & 0xffff_ffffn);
+    this.#dmHi = datamatch === undefined ? 0 : Number(datamatch >> 32n);
     this.eventfd = options.eventfd ?? new EventFd();
+  }
+
+  /** `matches` on numbers: the value as two u32 halves (lo, hi), little-endian `len` bytes. */
+  matchesRaw(space: IoSpace, addr: number, len: number, lo: number, hi: number): boolean {
+    if (space !== this.space || addr !== this.#addrNum) return false;
+    if (this.len === 0) return true;
+    if (len !== this.len) return false;
+    if (this.datamatch === undefined) return true;
+    if (len === 8) return lo >>> 0 === this.#dmLo && hi >>> 0 === this.#dmHi;
+    return (len === 4 ? lo >>> 0 : lo & ((1 << (8 * len)) - 1)) === this.#dmLo;
   }
 
   /** virt/kvm/eventfd.c ioeventfd_in_range: same address; len 0 matches any width; datamatch on the value. */
@@ -74,13 +103,8 @@ class UserspaceIoeventfd implements Ioeventfd {
     return (w.value & ((1n << BigInt(8 * this.len)) - 1n)) === this.datamatch;
   }
 
-  /** virt/kvm/eventfd.c ioeventfd_check_collision: what KVM answers EEXIST to. */
   collides(o: UserspaceIoeventfd): boolean {
-    return (
-      o.space === this.space &&
-      o.addr === this.addr &&
-      (o.len === 0 || this.len === 0 || (o.len === this.len && (o.datamatch === undefined || this.datamatch === undefined || o.datamatch === this.datamatch)))
-    );
+    return ioeventfdsCollide(this, o);
   }
 
   get closed(): boolean {
@@ -260,6 +284,21 @@ export class UserspaceNotifier implements Notifier {
     this.#open();
     for (const h of this.#doorbells) {
       if (h.matches(write)) {
+        h.eventfd.write(1);
+        return true;
+      }
+    }
+    return false;
+  }
+
+  /**
+   * `dispatchWrite` for a hot loop: the address as a number and the value as two u32 halves, so a guest
+   * write costs no allocation (the Xen ioreq loop calls this for every write). False once closed.
+   */
+  dispatch(space: IoSpace, addr: number, len: number, valueLo: number, valueHi: number): boolean {
+    if (this.#closed) return false;
+    for (const h of this.#doorbells) {
+      if (h.matchesRaw(space, addr, len, valueLo, valueHi)) {
         h.eventfd.write(1);
         return true;
       }
