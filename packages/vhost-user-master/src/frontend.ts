@@ -3,6 +3,7 @@
 // matched to the request by id and payload kind, per-request timeouts. It records what it told the
 // back-end (features, memory, rings, inflight area, status) so that after a reconnect the same state
 // can be replayed to a fresh back-end process.
+import { AsyncLocalStorage } from "node:async_hooks";
 import { EventEmitter } from "eventemitter3";
 import { UnixListener, UnixStream, close as closeFd, dup, mmap, munmap } from "@xen-vhost/vmm-sys-util";
 import {
@@ -146,6 +147,9 @@ interface Pending {
 }
 
 const F_PROTOCOL_FEATURES = 1n << BigInt(VhostUserVirtioFeatures.VHOST_USER_F_PROTOCOL_FEATURES);
+
+/** Marks the requests of a reconnect/replay, which pass the gate that holds callers' requests meanwhile. */
+const replaying = new AsyncLocalStorage<true>();
 const REQ = VhostUserHeaderFlag.VERSION;
 
 function u64(v: bigint | number, what: string): bigint {
@@ -175,6 +179,8 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
   #chain: Promise<unknown> = Promise.resolve();
   #closed = false;
   #reconnecting = false;
+  /** Open while no reconnect runs; callers' requests wait on it so they never interleave with a replay. */
+  #gate: Promise<void> | undefined;
   // negotiated state
   #offeredFeatures: bigint | undefined;
   #features: bigint | undefined;
@@ -354,30 +360,36 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
   }
 
   async #reconnectNow(saveState: boolean): Promise<void> {
+    let open!: () => void;
+    this.#gate = new Promise<void>((r) => (open = r));
     this.#reconnecting = true;
     try {
-      if (saveState && this.connected) {
-        for (const [index, r] of this.#vrings) {
-          if (r.addr === undefined) continue;
-          try {
-            r.base = await this.getVringBase(index);
-          } catch (err) {
-            this.#log.warn("GET_VRING_BASE before reconnect failed", { index, err: String(err) });
+      await replaying.run(true, async () => {
+        if (saveState && this.connected) {
+          for (const [index, r] of this.#vrings) {
+            if (r.addr === undefined) continue;
+            try {
+              r.base = await this.getVringBase(index);
+            } catch (err) {
+              this.#log.warn("GET_VRING_BASE before reconnect failed", { index, err: String(err) });
+            }
           }
         }
-      }
-      this.#conn?.close();
-      this.#backendChannel?.close();
-      this.#backendChannel = undefined;
-      const stream = await this.#dial!();
-      if (this.#closed) {
-        stream.close();
-        throw new VhostUserError("Disconnected", "front-end closed while reconnecting");
-      }
-      this.#attach(stream);
-      await this.#replay();
+        this.#conn?.close();
+        this.#backendChannel?.close();
+        this.#backendChannel = undefined;
+        const stream = await this.#dial!();
+        if (this.#closed) {
+          stream.close();
+          throw new VhostUserError("Disconnected", "front-end closed while reconnecting");
+        }
+        this.#attach(stream);
+        await this.#replay();
+      });
     } finally {
       this.#reconnecting = false;
+      this.#gate = undefined;
+      open();
     }
     this.#log.info("reconnected and replayed state");
     this.#safeEmit("reconnect");
@@ -463,6 +475,9 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
    * `ack` is not false). Returns the reply message (caller owns its fds) or null.
    */
   #transact(name: FrontendReqName, payload: Payload, fds: readonly number[] = [], opts: { ack?: boolean } = {}): Promise<VhostUserMessage | null> {
+    // During a reconnect, callers wait for the replay to finish (their borrowed fds must stay open).
+    const gate = this.#gate;
+    if (gate && !replaying.getStore()) return gate.then(() => this.#transact(name, payload, fds, opts));
     return this.#enqueue(() => this.#transactNow(name, payload, fds, opts));
   }
 

@@ -285,9 +285,14 @@ describe("connection modes and reconnect", () => {
     const reconnected = new Promise<void>((r) => fe.once("reconnect", r));
     be1.close(); // crash
     expect((await disconnected).kind).toBe("Disconnected");
+    // a request made while the front-end reconnects waits for the replay instead of interleaving with it
+    const during = fe.getQueueNum();
     const be2 = new FakeBackend(UnixStream.connect(path));
     cleanup.push(() => be2.close());
     await reconnected;
+    expect(await during).toBe(2);
+    expect(be2.names.at(-1)).toBe("GET_QUEUE_NUM");
+    be2.log.pop();
     expect(be2.names).toEqual([
       "GET_FEATURES", "GET_PROTOCOL_FEATURES", "SET_PROTOCOL_FEATURES", "SET_OWNER", "SET_BACKEND_REQ_FD", "SET_FEATURES",
       "GET_MAX_MEM_SLOTS", "ADD_MEM_REG", "ADD_MEM_REG", "SET_INFLIGHT_FD", "SET_VRING_NUM", "SET_VRING_BASE", "SET_VRING_ADDR",
