@@ -19,17 +19,16 @@ done_step() { echo "$2" > "$C/.stamps/$1"; }
 need_net() { [ -z "${XEN_RIG_OFFLINE:-}" ] || rig_die "$1 is not cached and XEN_RIG_OFFLINE is set"; }
 
 # ---------------------------------------------------------------- host tools
+# Only commands are checked on a warm cache (apt queries take seconds); multiarch and deb-src are checked
+# by the steps that need them.
 missing=""
 for t in qemu-system-aarch64 qemu-aarch64-static aarch64-linux-gnu-gcc aarch64-linux-gnu-g++ make bison flex python3 \
          bc depmod cpio xz dpkg-source gzip; do command -v $t >/dev/null || missing="$missing $t"; done
 command -v npm >/dev/null || rig_die "npm not found (it comes with the Node the workspace uses)"
-dpkg --print-foreign-architectures | grep -qx arm64 || missing="$missing (arm64-multiarch)"
-# `apt-get source` needs deb-src records for bookworm main.
-apt-cache showsrc xen 2>/dev/null | grep -qx "Version: $XEN_SRC_VERSION" || missing="$missing (deb-src)"
-if [ -n "$missing" ]; then
-  need_net "host tools:$missing"
-  [ "$(id -u)" = 0 ] || rig_die "missing host tools ($missing); run as root or install: $HOST_PACKAGES"
-  rig_log "installing host tools:$missing"
+apt_setup() { # $1: what needs it
+  need_net "$1"
+  [ "$(id -u)" = 0 ] || rig_die "$1 needs root (apt); or install: $HOST_PACKAGES, dpkg --add-architecture arm64, deb-src for bookworm"
+  rig_log "apt setup for $1"
   dpkg --add-architecture arm64
   if ! apt-cache showsrc xen >/dev/null 2>&1; then
     # deb822 stanza with the same mirror and keyring as the system's own sources (a one-line "deb-src"
@@ -46,10 +45,14 @@ EOS
   apt-get update -qq
   # shellcheck disable=SC2086
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $HOST_PACKAGES >/dev/null
-fi
+}
+[ -z "$missing" ] || apt_setup "host tools:$missing"
 
 # ---------------------------------------------------------------- Debian arm64 packages
-if [ -z "$KERNEL_ABI" ]; then
+if [ -z "$KERNEL_ABI" ] && [ -f "$C/.stamps/debs" ]; then
+  KERNEL_ABI=$(cat "$C/kernel-abi")      # warm: keep the kernel we have
+elif [ -z "$KERNEL_ABI" ]; then
+  dpkg --print-foreign-architectures | grep -qx arm64 || apt_setup "arm64 multiarch"
   KERNEL_ABI=$(cat "$C/kernel-abi" 2>/dev/null || true)
   if [ -z "$KERNEL_ABI" ] || ! apt-cache show "linux-image-$KERNEL_ABI-unsigned:arm64" >/dev/null 2>&1; then
     KERNEL_ABI=$(apt-cache search --names-only '^linux-image-6\.1\.0-[0-9]+-arm64-unsigned$' | awk '{print $1}' \
@@ -86,6 +89,7 @@ if step xen "$key"; then
   srcdir=$C/src/xen-${XEN_SRC_VERSION%-*}
   if [ ! -d "$srcdir" ]; then
     need_net "the Xen source package"
+    apt-cache showsrc xen 2>/dev/null | grep -qx "Version: $XEN_SRC_VERSION" || apt_setup "deb-src (xen=$XEN_SRC_VERSION)"
     rig_log "fetching Debian source xen=$XEN_SRC_VERSION"
     mkdir -p "$C/src"; (cd "$C/src" && apt-get source -qq "xen=$XEN_SRC_VERSION" 2>&1 | grep -v -e unsandboxed -e 'dpkg-source: info' || true)
     [ -d "$srcdir" ] || rig_die "apt-get source xen=$XEN_SRC_VERSION did not unpack $srcdir"
@@ -142,50 +146,11 @@ if step node "$key"; then
   done_step node "$key"
 fi
 
-# ---------------------------------------------------------------- dom0 base image and domU module tree
-# The dom0 initramfs is two concatenated cpio archives (the kernel unpacks both): this base, rebuilt only
-# when its inputs change, and a small per-run overlay with /init, the scenarios and the staged project
-# (run.sh). The domU initramfs is built the same way: base (busybox, virtio modules) + /init per run.
-key="image $KERNEL_ABI $NODE_ARM64_VERSION $(md5sum < "$0" | cut -c1-12) $(cat "$C/.stamps/debs" "$C/.stamps/vmod" | md5sum | cut -c1-12)"
+# ---------------------------------------------------------------- base initramfs archives (image/build-base.sh)
+key="image $KERNEL_ABI $NODE_ARM64_VERSION $(md5sum < "$RIG_DIR/image/build-base.sh" | cut -c1-12) $(cat "$C/.stamps/debs" "$C/.stamps/vmod" | md5sum | cut -c1-12)"
 if step image "$key"; then
-  rig_log "building the dom0 base initramfs"
-  kmods=$C/kernel/lib/modules/$KERNEL_ABI
-  # install_modules ROOT MODULE...: each module with its dependencies, plus the modprobe indexes
-  install_modules() {
-    local root=$1; shift
-    for m in "$@"; do
-      modprobe -d "$C/kernel" -S "$KERNEL_ABI" --show-depends "$m" | awk '$1 == "insmod" {print $2}' | while read -r f; do
-        install -D -m644 "$f" "$root${f#"$C/kernel"}"; done
-    done
-    cp "$kmods"/modules.{order,builtin,builtin.modinfo} "$root/lib/modules/$KERNEL_ABI/" 2>/dev/null || true
-    depmod -b "$root" "$KERNEL_ABI"
-  }
-  base_tree() {
-    local r=$1
-    rm -rf "$r"; mkdir -p "$r"/{bin,sbin,dev,proc,sys,tmp,run,etc,root,mnt,lib,usr/bin,usr/sbin,usr/lib,var/run,var/log}
-    cp "$C/stage/bin/busybox" "$r/bin/busybox"
-    for a in $(qemu-aarch64-static "$C/stage/bin/busybox" --list); do [ -e "$r/bin/$a" ] || ln -s busybox "$r/bin/$a"; done
-    printf 'root:x:0:0:root:/root:/bin/sh\n' > "$r/etc/passwd"; printf 'root:x:0:\n' > "$r/etc/group"
-  }
-  # domU: busybox, virtio drivers (the out-of-tree ones under /lib/modules/extra), nothing of Xen's userspace.
-  U=$C/domu-root; base_tree "$U"
-  install_modules "$U" virtio_mmio virtio-rng virtio_blk i2c-dev
-  mkdir -p "$U/lib/modules/extra"; cp "$C"/vmod/*.ko "$U/lib/modules/extra/"
-  (cd "$U" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) > "$C/domu-base.cpio.gz"
-  rm -rf "$U"
-  # dom0: glibc and the Xen userspace from the debs, the Xen driver modules, node, the domU kernel.
-  R=$C/dom0-root; base_tree "$R"
-  cp -a "$C"/stage/lib/. "$R/lib/"
-  cp -a "$C/stage/usr/lib/aarch64-linux-gnu" "$C/stage/usr/lib/xen-4.17" "$R/usr/lib/"
-  cp -a "$C/stage/etc/xen" "$R/etc/"
-  for b in xl xenstored xenconsoled xen-init-dom0 xenconsole; do ln -sf /usr/lib/xen-4.17/bin/$b "$R/usr/sbin/$b"; done
-  cp -a "$C"/stage/usr/bin/xenstore* "$R/usr/bin/"
-  install_modules "$R" xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc loop
-  mkdir -p "$R/usr/local/bin" "$R/guest"; cp "$C/node/node" "$R/usr/local/bin/node"
-  cp "$C/kernel/boot/vmlinuz-$KERNEL_ABI" "$R/guest/Image"     # an uncompressed arm64 Image
-  (cd "$R" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) > "$C/dom0-base.cpio.gz.tmp"
-  mv "$C/dom0-base.cpio.gz.tmp" "$C/dom0-base.cpio.gz"
-  rm -rf "$R"
+  rig_log "building the dom0 and domU base initramfs"
+  C=$C KERNEL_ABI=$KERNEL_ABI bash "$RIG_DIR/image/build-base.sh"
   done_step image "$key"
 fi
 
