@@ -4,6 +4,7 @@
 // back-end (features, memory, rings, inflight area, status) so that after a reconnect the same state
 // can be replayed to a fresh back-end process.
 import { AsyncLocalStorage } from "node:async_hooks";
+import { rmSync } from "node:fs";
 import { EventEmitter } from "eventemitter3";
 import { UnixListener, UnixStream, close as closeFd, dup, mmap, munmap } from "@xen-vhost/vmm-sys-util";
 import {
@@ -331,7 +332,11 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
     this.#closed = true;
     this.#conn?.close();
     this.#backendChannel?.close();
-    this.#listener?.close();
+    if (this.#listener) {
+      this.#listener.close();
+      // the front-end created the socket file in listen(): remove it so a later listen() can bind again
+      rmSync(this.#listener.path, { force: true });
+    }
     for (const { fd } of this.#memory.values()) closeFd(fd);
     this.#memory.clear();
     for (const r of this.#vrings.values()) for (const fd of [r.kick, r.call, r.err]) if (typeof fd === "number") closeFd(fd);

@@ -1,6 +1,6 @@
 // The front-end against the in-repo fake back-end over a real socketpair / unix socket.
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EventFd, UnixStream, close, ftruncate, memfdCreate, mmap, munmap } from "@xen-vhost/vmm-sys-util";
@@ -302,6 +302,8 @@ describe("connection modes and reconnect", () => {
     expect(be2.memory.size).toBe(2);
     expect(be2.status).toBe(0x0f);
     expect(fe.connected).toBe(true);
+    fe.close();
+    expect(existsSync(path)).toBe(false); // listen() created the socket file, close() removes it
   });
 
   it("client mode: planned reconnect saves ring bases with GET_VRING_BASE and replays them", async () => {
