@@ -1,6 +1,7 @@
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { fc, test as fcTest } from "@fast-check/vitest";
-import { addressOf, defineStruct, mmap, munmap, u16, u32, u64 } from "@xen-vhost/vmm-sys-util";
+import { fstatSync } from "node:fs";
+import { addressOf, defineStruct, dup, mmap, munmap, u16, u32, u64 } from "@xen-vhost/vmm-sys-util";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { GuestMemory } from "./guest-memory.js";
 import { MappedRegion } from "./guest-memory-region.js";
@@ -204,7 +205,10 @@ describe("MmapRegion sharing and lifetime", () => {
     const mem = GuestMemory.fromRanges([[0, PAGE]]);
     const view = mem.slice(0, 64);
     const region = mem.regions[0]!;
+    const staleAtomics = region.mapping!.atomics;
     mem.close();
+    // a stale AtomicAccess over the detached buffer throws instead of touching unmapped memory
+    expect(() => staleAtomics.load16(0)).toThrow();
     mem.close();
     expect(mem.closed).toBe(true);
     expect(region.closed).toBe(true);
@@ -235,9 +239,19 @@ describe("MmapRegion sharing and lifetime", () => {
     const owner = MmapRegion.memfd(0, PAGE);
     const r = MmapRegion.fromFd(owner.fd, 0x1000, PAGE);
     r.close();
-    owner.mapping.bytes[0] = 1; // the memfd is still open and mapped
+    expect(fstatSync(owner.fd).size).toBe(PAGE); // still open
+    const fd2 = dup(owner.fd);
+    const owning = MmapRegion.fromFd(fd2, 0, PAGE, { ownsFd: true });
+    owning.close(); // closes fd2: the fd leak check after the test proves it
     owner.close();
-    expect(kindOf(() => MmapRegion.fromFd(owner.fd, 0, PAGE))).toBe("MapFailed");
+    expect(kindOf(() => MmapRegion.fromFd(1_000_000, 0, PAGE))).toBe("MapFailed");
+    expect(() => MmapRegion.fromFd(-1, 0, PAGE)).toThrow(RangeError);
+    expect(() => MmapRegion.fromFd(owner.fd, 0, PAGE, { fileOffset: 100 })).toThrow(RangeError);
+  });
+
+  it("read checks the range before allocating (a hostile length cannot make it allocate)", () => {
+    using mem = GuestMemory.fromRanges([[0, PAGE]]);
+    expect(kindOf(() => mem.read(0, 2 ** 40))).toBe("InvalidGuestAddress");
   });
 
   it("memory without fds cannot be described for vhost-user", () => {

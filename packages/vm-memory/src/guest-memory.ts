@@ -295,6 +295,12 @@ export class GuestMemory implements Disposable {
    */
   read(addr: GuestAddressLike, len: number): Uint8Array {
     checkLength(len);
+    if (len === 0) return new Uint8Array(0);
+    // Check before allocating: a guest-supplied length must not make us allocate gigabytes first.
+    const a = toNum(addr);
+    this.#checkOpen();
+    const e = this.#lookup(a);
+    if (e === undefined || len > e.end - a) this.#segments(a, len, addr);
     const out = new Uint8Array(len);
     this.readInto(addr, out);
     return out;
