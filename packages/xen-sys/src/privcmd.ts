@@ -217,27 +217,7 @@ export class PrivcmdTransport implements XenTransport {
       ioctl(this.#f, IOCTL_PRIVCMD_MMAPBATCH_V2, arg);
     };
     try {
-      try {
-        batch(n, 0);
-      } catch (e) {
-        // ENOENT: some frames are paged out; Xen is paging them in. Retry just those, with a growing pause.
-        if (!(e instanceof SysError) || e.code !== "ENOENT") throw e;
-        const rounds = options.pagedRetries ?? 64;
-        for (let round = 0; ; round++) {
-          const paged: number[] = [];
-          err.forEach((v, i) => { if (v === -PRIVCMD_MMAPBATCH_PAGED_ERRNO) paged.push(i); });
-          if (paged.length === 0) break;
-          if (round >= rounds) break;
-          sleepSync(Math.min(1 + round, 20));
-          for (const i of paged) {
-            try {
-              batch(1, i);
-            } catch (e2) {
-              if (!(e2 instanceof SysError) || e2.code !== "ENOENT") throw e2;
-            }
-          }
-        }
-      }
+      mapBatchRetryingPaged(n, batch, err, { rounds: options.pagedRetries ?? 64, sleep: sleepSync });
     } catch (e) {
       this.unmap(buffer);
       throw XenError.fromSysError(e, "IOCTL_PRIVCMD_MMAPBATCH_V2", { domid });
@@ -384,6 +364,43 @@ export class PrivcmdTransport implements XenTransport {
 
   [Symbol.dispose](): void {
     this.close();
+  }
+}
+
+/**
+ * Runs IOCTL_PRIVCMD_MMAPBATCH_V2 over `n` frames and retries the paged-out ones. The kernel fails the whole
+ * call with ENOENT when any frame is paged out (err[i] = -ENOENT) and Xen starts paging it in; other per-page
+ * errors come back in `err` with a 0 result. Paged frames are retried one by one with a growing pause, as
+ * libxenforeignmemory does. A successful single-frame call does not write its err slot, so it is cleared
+ * first. Leaves -ENOENT in `err` for frames still paged out after `rounds`.
+ */
+export function mapBatchRetryingPaged(
+  n: number,
+  batch: (count: number, first: number) => void,
+  err: Int32Array,
+  options: { rounds: number; sleep: (ms: number) => void },
+): void {
+  try {
+    batch(n, 0);
+    return;
+  } catch (e) {
+    if (!(e instanceof SysError) || e.code !== "ENOENT") throw e;
+  }
+  for (let round = 0; round < options.rounds; round++) {
+    const paged: number[] = [];
+    err.forEach((v, i) => {
+      if (v === -PRIVCMD_MMAPBATCH_PAGED_ERRNO) paged.push(i);
+    });
+    if (paged.length === 0) return;
+    options.sleep(Math.min(1 + round, 20));
+    for (const i of paged) {
+      err[i] = 0;
+      try {
+        batch(1, i);
+      } catch (e) {
+        if (!(e instanceof SysError) || e.code !== "ENOENT") throw e;
+      }
+    }
   }
 }
 
