@@ -64,6 +64,11 @@ export class TinyDeviceModel implements Disposable {
     });
   }
 
+  /** The state nibble of vCPU 0's ioreq slot. */
+  pagesState(): number {
+    return new Uint8Array(this.pages)[IOREQ_STATE_OFFSET]! & 0xf;
+  }
+
   close(): void {
     this.events.close();
     try {
