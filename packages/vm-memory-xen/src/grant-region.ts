@@ -79,6 +79,34 @@ interface Run {
   users: number;
   /** Unmap as soon as the last user releases it (flushed or over the bound while in use). */
   doomed: boolean;
+  /** When it was last borrowed (LRU order without reshuffling a container on every hit). */
+  tick: number;
+}
+
+/** A borrowed view; a class rather than closures keeps the hit path to one small allocation. */
+class GrantView implements RegionView {
+  readonly bytes: Uint8Array;
+  readonly atomics: AtomicAccess;
+  readonly atomicsOffset: number;
+  #run: Run | undefined;
+  readonly #done: ((run: Run) => void) | undefined;
+  constructor(run: Run, offset: number, length: number, done: ((run: Run) => void) | undefined) {
+    const at = offset - run.first * XEN_PAGE_SIZE;
+    this.bytes = run.bytes.subarray(at, at + length);
+    this.atomics = run.atomics;
+    this.atomicsOffset = at;
+    this.#run = run;
+    this.#done = done;
+  }
+  release(): void {
+    const r = this.#run;
+    if (r === undefined) return;
+    this.#run = undefined;
+    this.#done?.(r);
+  }
+  [Symbol.dispose](): void {
+    this.release();
+  }
 }
 
 const noop = (): void => {};
@@ -98,8 +126,10 @@ export class XenGrantRegion implements GuestMemoryRegion {
   readonly #fdProvider: MappingFdProvider;
   readonly #encoding: NoAdvanceMapEncoding;
   readonly #log: Logger;
-  /** Mapped runs, least recently used first (Map keeps insertion order; a hit re-inserts). */
-  readonly #runs = new Map<Run, true>();
+  /** Mapped runs (a handful: bounded by maxRuns while idle). */
+  readonly #runs: Run[] = [];
+  #clock = 0;
+  readonly #done = (run: Run): void => this.#release(run);
   #pinned: Run | undefined;
   #mapping: RegionMapping | undefined;
   #last: Run | undefined;
@@ -183,7 +213,7 @@ export class XenGrantRegion implements GuestMemoryRegion {
   }
 
   get stats(): GrantCacheStats {
-    return { ...this.#stats, runs: this.#runs.size, pages: this.#pages };
+    return { ...this.#stats, runs: this.#runs.length, pages: this.#pages };
   }
 
   /**
@@ -198,7 +228,7 @@ export class XenGrantRegion implements GuestMemoryRegion {
         address: this.guestBase.value + BigInt(Number.isSafeInteger(offset) && offset > 0 ? offset : 0),
       });
     const pinned = this.#pinned;
-    if (pinned) return view(pinned, offset, length, noop);
+    if (pinned) return new GrantView(pinned, offset, length, undefined);
     if (length === 0) return { bytes: new Uint8Array(0), atomics: new AtomicAccess(new ArrayBuffer(0)), atomicsOffset: 0, release: noop, [Symbol.dispose]: noop };
     const firstPage = Math.floor(offset / XEN_PAGE_SIZE);
     const lastPage = Math.floor((offset + length - 1) / XEN_PAGE_SIZE);
@@ -213,27 +243,18 @@ export class XenGrantRegion implements GuestMemoryRegion {
       run.users++;
       this.#trim();
     }
-    let released = false;
-    const release = (): void => {
-      if (released) return;
-      released = true;
-      this.#release(run);
-    };
-    return view(run, offset, length, release);
+    return new GrantView(run, offset, length, this.#done);
   }
 
   #find(first: number, last: number): Run | undefined {
     const l = this.#last;
     if (l !== undefined && l.first <= first && last < l.first + l.count && !l.doomed) {
-      this.#runs.delete(l);
-      this.#runs.set(l, true);
+      l.tick = ++this.#clock;
       return l;
     }
-    for (const r of this.#runs.keys()) {
+    for (const r of this.#runs) {
       if (r.first <= first && last < r.first + r.count && !r.doomed) {
-        // Most recently used goes last.
-        this.#runs.delete(r);
-        this.#runs.set(r, true);
+        r.tick = ++this.#clock;
         this.#last = r;
         return r;
       }
@@ -263,8 +284,9 @@ export class XenGrantRegion implements GuestMemoryRegion {
     this.#stats.maps++;
     const run: Run = {
       first, count, mapping, bytes: new Uint8Array(mapping.buffer), atomics: new AtomicAccess(mapping.buffer), users: 0, doomed: false,
+      tick: ++this.#clock,
     };
-    this.#runs.set(run, true);
+    this.#runs.push(run);
     this.#pages += count;
     this.#last = run;
     return run;
@@ -279,15 +301,18 @@ export class XenGrantRegion implements GuestMemoryRegion {
 
   /** Unmaps idle runs, least recently used first, until the cache is within its bounds. */
   #trim(): void {
-    if (this.#runs.size <= this.#maxRuns && this.#pages <= this.#maxPages) return;
-    for (const r of [...this.#runs.keys()]) {
-      if (this.#runs.size <= this.#maxRuns && this.#pages <= this.#maxPages) return;
-      if (r.users === 0) this.#unmap(r);
+    while (this.#runs.length > this.#maxRuns || this.#pages > this.#maxPages) {
+      let victim: Run | undefined;
+      for (const r of this.#runs) if (r.users === 0 && (victim === undefined || r.tick < victim.tick)) victim = r;
+      if (victim === undefined) return; // everything left is in use: unmapped on release
+      this.#unmap(victim);
     }
   }
 
   #unmap(run: Run): void {
-    if (!this.#runs.delete(run)) return;
+    const i = this.#runs.indexOf(run);
+    if (i < 0) return;
+    this.#runs.splice(i, 1);
     this.#pages -= run.count;
     if (this.#last === run) this.#last = undefined;
     this.#stats.unmaps++;
@@ -305,7 +330,7 @@ export class XenGrantRegion implements GuestMemoryRegion {
    * completed and the guest should get its pages back. Never touches the advance mapping.
    */
   flush(): void {
-    for (const r of [...this.#runs.keys()]) {
+    for (const r of [...this.#runs]) {
       if (r === this.#pinned) continue;
       if (r.users === 0) this.#unmap(r);
       else r.doomed = true;
@@ -337,7 +362,7 @@ export class XenGrantRegion implements GuestMemoryRegion {
     this.#closed = true;
     this.#mapping = undefined;
     this.#pinned = undefined;
-    for (const r of [...this.#runs.keys()]) this.#unmap(r);
+    for (const r of [...this.#runs]) this.#unmap(r);
     if (this.#ownsDevice) this.#device.close();
     const fd = this.#fd;
     this.#fd = undefined;
@@ -357,9 +382,4 @@ export class XenGrantRegion implements GuestMemoryRegion {
   toString(): string {
     return `XenGrantRegion(domain ${this.domid}, refs ${this.firstRef}..${this.firstRef + this.size / XEN_PAGE_SIZE - 1}, ${hex(this.guestBase.value)})`;
   }
-}
-
-function view(run: Run, offset: number, length: number, release: () => void): RegionView {
-  const at = offset - run.first * XEN_PAGE_SIZE;
-  return { bytes: run.bytes.subarray(at, at + length), atomics: run.atomics, atomicsOffset: at, release, [Symbol.dispose]: release };
 }

@@ -10,7 +10,9 @@
 // only ever name the same grant a guest could name by its grant address: no new reach. It is also what
 // virtio-queue needs today, which keeps ring addresses as doubles: `windowAddress()` gives the folded
 // number of a grant ring address. Errors on grant addresses are relabelled with the address the caller
-// gave. It is a subclass, so virtio-queue (typed on GuestMemory) works over it unchanged.
+// gave. It is a subclass, so virtio-queue (typed on GuestMemory) works over it unchanged. Copies that stay
+// inside one grant region borrow from it directly instead of taking GuestMemory's general (multi-region,
+// allocating) path: ring accesses are small and frequent.
 //
 // When vm-memory gains regions above 2^53 this class reduces to `GuestMemory` (see README, "Root changes").
 import {
@@ -32,10 +34,15 @@ class FoldedRegion implements GuestMemoryRegion {
   readonly guestBase: GuestAddress;
   readonly size: number;
   readonly inner: GuestMemoryRegion;
+  /** Folded first byte and one past the last, as numbers (the fast path's bounds). */
+  readonly base: number;
+  readonly end: number;
   constructor(inner: GuestMemoryRegion) {
     this.inner = inner;
     this.size = inner.size;
     this.guestBase = new GuestAddress(WINDOW_BIG + (inner.guestBase.value - XEN_GRANT_DMA_ADDR_OFF));
+    this.base = Number(this.guestBase.value);
+    this.end = this.base + this.size;
   }
   get closed(): boolean {
     return this.inner.closed;
@@ -57,25 +64,25 @@ class FoldedRegion implements GuestMemoryRegion {
   }
 }
 
-/** Result of translating a caller's address. */
-type Folded =
-  | { readonly kind: "plain"; readonly addr: GuestAddressLike }
-  | { readonly kind: "folded"; readonly addr: number; readonly original: bigint }
-  | { readonly kind: "unbacked"; readonly original: bigint };
+/** `#pre` result: pass the caller's address to GuestMemory unchanged. */
+const PLAIN = -1;
 
 function big(addr: GuestAddressLike): bigint {
   return typeof addr === "number" ? BigInt(addr) : typeof addr === "bigint" ? addr : addr.value;
 }
 
-function fold(addr: GuestAddressLike): Folded {
-  // Numbers (ordinary RAM, or the window itself) go to GuestMemory as they are; callers test
-  // `addr < GRANT_WINDOW_BASE` first, so the hot path never gets here.
-  if (typeof addr === "number") return { kind: "plain", addr };
-  const v = big(addr);
-  if (v < XEN_GRANT_DMA_ADDR_OFF || v > U64_MAX) return { kind: "plain", addr };
+/**
+ * The folded number of a grant address, PLAIN for everything else (numbers, and bigints below 2^63, which
+ * GuestMemory handles itself), or undefined for a grant address beyond the window (unbacked). Allocation-free
+ * apart from the two BigInt operations a grant address needs.
+ */
+function fold(addr: GuestAddressLike): number | undefined {
+  // Window numbers are grant space already (virtio-queue's ring addresses): same fast path, same labels.
+  if (typeof addr === "number") return addr >= GRANT_WINDOW_BASE && addr <= Number.MAX_SAFE_INTEGER && Number.isInteger(addr) ? addr : PLAIN;
+  const v = typeof addr === "bigint" ? addr : addr.value;
+  if (v < XEN_GRANT_DMA_ADDR_OFF || v > U64_MAX) return PLAIN;
   const x = v - XEN_GRANT_DMA_ADDR_OFF;
-  if (x >= WINDOW_SPAN) return { kind: "unbacked", original: v };
-  return { kind: "folded", addr: GRANT_WINDOW_BASE + Number(x), original: v };
+  return x < WINDOW_SPAN ? GRANT_WINDOW_BASE + Number(x) : undefined;
 }
 
 function unfoldBig(a: bigint): bigint {
@@ -83,8 +90,9 @@ function unfoldBig(a: bigint): bigint {
 }
 
 /** The same error with folded addresses (in the message and `address`) turned back into grant addresses. */
-function relabel(err: unknown): unknown {
-  if (!(err instanceof GuestMemoryError)) return err;
+function relabel(err: unknown, addr: GuestAddressLike): unknown {
+  // A caller who gave a window number gets errors in window numbers.
+  if (!(err instanceof GuestMemoryError) || typeof addr === "number") return err;
   const message = err.message.replace(/0x[0-9a-f]+/g, (h) => hex(unfoldBig(BigInt(h))));
   const opts: { address?: bigint; cause?: unknown } = {};
   if (err.address !== undefined) opts.address = unfoldBig(err.address);
@@ -107,6 +115,9 @@ function checkLen(len: number): void {
 export class XenGuestMemory extends GuestMemory {
   readonly #real: readonly GuestMemoryRegion[];
   readonly #byAdapter: Map<GuestMemoryRegion, GuestMemoryRegion>;
+  /** Last grant region hit by the copy fast path, and the region offset it computed. */
+  #lastGrant: FoldedRegion | undefined;
+  #grantOff = 0;
 
   /**
    * @throws GuestMemoryError `RegionOverlap`, `Closed`, `InvalidRegion` (a non-grant region reaching into
@@ -148,12 +159,12 @@ export class XenGuestMemory extends GuestMemory {
 
   override findRegion(addr: GuestAddressLike): GuestMemoryRegion | undefined {
     if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.findRegion(addr);
-    const f = fold(addr);
-    if (f.kind === "unbacked") {
+    const a = fold(addr);
+    if (a === undefined) {
       if (this.closed) super.findRegion(0); // throws Closed
       return undefined;
     }
-    const r = super.findRegion(f.addr);
+    const r = super.findRegion(a === PLAIN ? addr : a);
     return r === undefined ? undefined : (this.#byAdapter.get(r) ?? r);
   }
 
@@ -164,26 +175,24 @@ export class XenGuestMemory extends GuestMemory {
   override checkRange(addr: GuestAddressLike, len: number): boolean {
     if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.checkRange(addr, len);
     checkLen(len);
-    const f = fold(addr);
-    if (f.kind === "plain") return super.checkRange(f.addr, len);
+    const a = fold(addr);
+    if (a === PLAIN) return super.checkRange(addr, len);
     if (this.closed) return super.checkRange(0, 0);
-    if (f.kind === "unbacked" || f.original + BigInt(len) - 1n > U64_MAX) return false;
-    return super.checkRange(f.addr, len);
+    if (a === undefined) return false;
+    return super.checkRange(a, len);
   }
 
-  /** Translates, runs `op` on the folded address, relabels errors; `len` for overflow/unbacked messages. */
-  #via<T>(addr: GuestAddressLike, len: number, op: (a: GuestAddressLike) => T): T {
-    const f = fold(addr);
-    if (f.kind === "plain") return op(f.addr);
-    if (this.closed) return op(0);
-    if (len > 0 && f.original + BigInt(len) - 1n > U64_MAX)
-      throw new GuestMemoryError("Overflow", `${hex(f.original)} + ${len} overflows`, { address: f.original });
-    if (f.kind === "unbacked") throw unbacked(f.original, len);
-    try {
-      return op(f.addr);
-    } catch (err) {
-      throw relabel(err);
-    }
+  /**
+   * The folded address for GuestMemory, or PLAIN (use the caller's). Throws for a grant address beyond the
+   * window (Overflow if the range wraps, else InvalidGuestAddress; Closed first when closed).
+   */
+  #pre(addr: GuestAddressLike, len: number): number {
+    const a = fold(addr);
+    if (a !== undefined) return a;
+    if (this.closed) throw new GuestMemoryError("Closed", "guest memory is closed");
+    const v = big(addr);
+    if (len > 0 && v + BigInt(len) - 1n > U64_MAX) throw new GuestMemoryError("Overflow", `${hex(v)} + ${len} overflows`, { address: v });
+    throw unbacked(v, len);
   }
 
   /**
@@ -192,17 +201,50 @@ export class XenGuestMemory extends GuestMemory {
    * @throws RangeError for an address that is neither below 2^53 nor a grant address within the window.
    */
   windowAddress(addr: GuestAddressLike): number {
-    const f = fold(addr);
-    if (f.kind === "folded") return f.addr;
+    const a = fold(addr);
     const v = big(addr);
-    if (f.kind === "plain" && v >= 0n && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
+    if (a !== undefined && a !== PLAIN) return a;
+    if (a === PLAIN && v >= 0n && v <= BigInt(Number.MAX_SAFE_INTEGER)) return Number(v);
     throw new RangeError(`${hex(v)} has no address below 2^53`);
+  }
+
+  /**
+   * The grant region holding all of folded `[a, a + len)`, leaving the offset in #grantOff; undefined when
+   * the range is anything else (GuestMemory's general path then checks and reports it).
+   */
+  #oneGrant(a: number, len: number): FoldedRegion | undefined {
+    if (this.closed) return undefined;
+    let r = this.#lastGrant;
+    if (r === undefined || a < r.base || a + len > r.end) {
+      const found = super.findRegion(a);
+      if (!(found instanceof FoldedRegion) || a + len > found.end) return undefined;
+      r = this.#lastGrant = found;
+    }
+    this.#grantOff = a - r.base;
+    return r;
   }
 
   override readInto(addr: GuestAddressLike, dst: Uint8Array): void {
     if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.readInto(addr, dst);
     if (dst.length === 0) return;
-    this.#via(addr, dst.length, (a) => super.readInto(a, dst));
+    const a = this.#pre(addr, dst.length);
+    if (a === PLAIN) return super.readInto(addr, dst);
+    // Fast path: one grant region, borrowed directly (GuestMemory's general path allocates segment lists).
+    const g = this.#oneGrant(a, dst.length);
+    if (g) {
+      const v = g.inner.borrow(this.#grantOff, dst.length);
+      try {
+        dst.set(v.bytes);
+      } finally {
+        v.release();
+      }
+      return;
+    }
+    try {
+      super.readInto(a, dst);
+    } catch (err) {
+      throw relabel(err, addr);
+    }
   }
 
   override read(addr: GuestAddressLike, len: number): Uint8Array {
@@ -215,13 +257,35 @@ export class XenGuestMemory extends GuestMemory {
   override write(addr: GuestAddressLike, data: Uint8Array): void {
     if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.write(addr, data);
     if (data.length === 0) return;
-    this.#via(addr, data.length, (a) => super.write(a, data));
+    const a = this.#pre(addr, data.length);
+    if (a === PLAIN) return super.write(addr, data);
+    const g = this.#oneGrant(a, data.length);
+    if (g) {
+      const v = g.inner.borrow(this.#grantOff, data.length);
+      try {
+        v.bytes.set(data);
+      } finally {
+        v.release();
+      }
+      return;
+    }
+    try {
+      super.write(a, data);
+    } catch (err) {
+      throw relabel(err, addr);
+    }
   }
 
   override fill(addr: GuestAddressLike, len: number, value = 0): void {
     checkLen(len);
     if (len === 0) return;
-    this.#via(addr, len, (a) => super.fill(a, len, value));
+    const a = this.#pre(addr, len);
+    if (a === PLAIN) return super.fill(addr, len, value);
+    try {
+      super.fill(a, len, value);
+    } catch (err) {
+      throw relabel(err, addr);
+    }
   }
 
   override readObj<F extends Record<string, FieldSpec>>(addr: GuestAddressLike, layout: StructLayout<F>): StructValue<StructLayout<F>> {
@@ -241,13 +305,25 @@ export class XenGuestMemory extends GuestMemory {
   override slice(addr: GuestAddressLike, len: number): Uint8Array {
     if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.slice(addr, len);
     checkLen(len);
-    return this.#via(addr, len, (a) => super.slice(a, len));
+    const a = this.#pre(addr, len);
+    if (a === PLAIN) return super.slice(addr, len);
+    try {
+      return super.slice(a, len);
+    } catch (err) {
+      throw relabel(err, addr);
+    }
   }
 
   override borrow(addr: GuestAddressLike, len: number): RegionView {
     if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.borrow(addr, len);
     checkLen(len);
-    return this.#via(addr, len, (a) => super.borrow(a, len));
+    const a = this.#pre(addr, len);
+    if (a === PLAIN) return super.borrow(addr, len);
+    try {
+      return super.borrow(a, len);
+    } catch (err) {
+      throw relabel(err, addr);
+    }
   }
 
   override withSlice<T>(addr: GuestAddressLike, len: number, fn: (bytes: Uint8Array) => T): T {
@@ -261,34 +337,82 @@ export class XenGuestMemory extends GuestMemory {
 
   override load8(addr: GuestAddressLike): number {
     if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.load8(addr);
-    return this.#via(addr, 1, (a) => super.load8(a));
+    const a = this.#pre(addr, 1);
+    if (a === PLAIN) return super.load8(addr);
+    try {
+      return super.load8(a);
+    } catch (err) {
+      throw relabel(err, addr);
+    }
   }
   override store8(addr: GuestAddressLike, value: number): void {
     if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.store8(addr, value);
-    this.#via(addr, 1, (a) => super.store8(a, value));
+    const a = this.#pre(addr, 1);
+    if (a === PLAIN) return super.store8(addr, value);
+    try {
+      super.store8(a, value);
+    } catch (err) {
+      throw relabel(err, addr);
+    }
   }
   override load16(addr: GuestAddressLike): number {
     if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.load16(addr);
-    return this.#via(addr, 2, (a) => super.load16(a));
+    const a = this.#pre(addr, 2);
+    if (a === PLAIN) return super.load16(addr);
+    try {
+      return super.load16(a);
+    } catch (err) {
+      throw relabel(err, addr);
+    }
   }
   override store16(addr: GuestAddressLike, value: number): void {
     if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.store16(addr, value);
-    this.#via(addr, 2, (a) => super.store16(a, value));
+    const a = this.#pre(addr, 2);
+    if (a === PLAIN) return super.store16(addr, value);
+    try {
+      super.store16(a, value);
+    } catch (err) {
+      throw relabel(err, addr);
+    }
   }
   override load32(addr: GuestAddressLike): number {
     if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.load32(addr);
-    return this.#via(addr, 4, (a) => super.load32(a));
+    const a = this.#pre(addr, 4);
+    if (a === PLAIN) return super.load32(addr);
+    try {
+      return super.load32(a);
+    } catch (err) {
+      throw relabel(err, addr);
+    }
   }
   override store32(addr: GuestAddressLike, value: number): void {
     if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.store32(addr, value);
-    this.#via(addr, 4, (a) => super.store32(a, value));
+    const a = this.#pre(addr, 4);
+    if (a === PLAIN) return super.store32(addr, value);
+    try {
+      super.store32(a, value);
+    } catch (err) {
+      throw relabel(err, addr);
+    }
   }
   override load64(addr: GuestAddressLike): bigint {
     if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.load64(addr);
-    return this.#via(addr, 8, (a) => super.load64(a));
+    const a = this.#pre(addr, 8);
+    if (a === PLAIN) return super.load64(addr);
+    try {
+      return super.load64(a);
+    } catch (err) {
+      throw relabel(err, addr);
+    }
   }
   override store64(addr: GuestAddressLike, value: bigint): void {
     if (typeof addr === "number" && addr < GRANT_WINDOW_BASE) return super.store64(addr, value);
-    this.#via(addr, 8, (a) => super.store64(a, value));
+    const a = this.#pre(addr, 8);
+    if (a === PLAIN) return super.store64(addr, value);
+    try {
+      super.store64(a, value);
+    } catch (err) {
+      throw relabel(err, addr);
+    }
   }
 }
