@@ -12,10 +12,10 @@ import {
 import {
   HYPERCALL_BUFFER_DEVICE, IOCTL_PRIVCMD_DM_OP, IOCTL_PRIVCMD_HYPERCALL, IOCTL_PRIVCMD_IOEVENTFD, IOCTL_PRIVCMD_IRQFD,
   IOCTL_PRIVCMD_MMAPBATCH_V2, IOCTL_PRIVCMD_MMAP_RESOURCE, IOCTL_PRIVCMD_RESTRICT, PRIVCMD_DEVICE,
-  PRIVCMD_IOEVENTFD_FLAG_DEASSIGN, PRIVCMD_IRQFD_FLAG_DEASSIGN, PRIVCMD_MMAPBATCH_PAGED_ERRNO, PrivcmdDmOp,
-  PrivcmdDmOpBuf, PrivcmdHypercall, PrivcmdIoeventfd, PrivcmdIrqfd, PrivcmdMmapResource, PrivcmdMmapbatchV2,
+  PRIVCMD_IOEVENTFD_FLAG_DEASSIGN, PRIVCMD_IRQFD_FLAG_DEASSIGN, PRIVCMD_MMAPBATCH_PAGED_ERRNO, PrivcmdIoeventfd, PrivcmdIrqfd, PrivcmdMmapResource,
   XEN_PAGE_SIZE,
 } from "./abi/privcmd.js";
+import { dmOpArg, hypercallArg, ioeventfdArg, irqfdArg, mmapResourceArg, mmapbatchV2Arg, restrictArg } from "./privcmd-args.js";
 import { EVTCHN_DEVICE } from "./abi/evtchn.js";
 import { GNTDEV_DEVICE } from "./abi/gntdev.js";
 import { __HYPERVISOR } from "./abi/xen.js";
@@ -130,9 +130,7 @@ export class PrivcmdTransport implements XenTransport {
         view.setBigUint64(h.offset, base + BigInt(offsets[i]!), true);
       });
       const a = args({ base, offsets });
-      const call = PrivcmdHypercall.encode({
-        op: BigInt(nr), arg0: a[0] ?? 0n, arg1: a[1] ?? 0n, arg2: a[2] ?? 0n, arg3: a[3] ?? 0n, arg4: a[4] ?? 0n,
-      });
+      const call = hypercallArg(nr, a);
       let rc: number;
       try {
         rc = ioctl(this.#f, IOCTL_PRIVCMD_HYPERCALL, call);
@@ -192,13 +190,9 @@ export class PrivcmdTransport implements XenTransport {
   dmOp(domid: number, bufs: readonly Uint8Array[]): void {
     checkDomid(domid);
     if (bufs.length === 0 || bufs.length > 0xffff) throw new RangeError(`dm_op takes 1..65535 buffers, got ${bufs.length}`);
-    const table = new Uint8Array(bufs.length * PrivcmdDmOpBuf.size);
-    const view = new DataView(table.buffer);
-    bufs.forEach((b, i) =>
-      PrivcmdDmOpBuf.write(view, i * PrivcmdDmOpBuf.size, { uptr: addressOf(b), size: BigInt(b.byteLength) }),
-    );
-    const arg = PrivcmdDmOp.encode({ dom: domid, num: bufs.length, ubufs: addressOf(table) });
+    const { arg, table } = dmOpArg(domid, bufs, addressOf);
     this.#ioctl("IOCTL_PRIVCMD_DM_OP", IOCTL_PRIVCMD_DM_OP, arg, domid);
+    void table; // referenced until here: the kernel reads it during the ioctl
   }
 
   mmapForeign(domid: number, gfns: BigUint64Array, options: ForeignMapOptions = {}): ForeignMapping {
@@ -210,10 +204,7 @@ export class PrivcmdTransport implements XenTransport {
     const err = new Int32Array(n);
     const base = addressOf(buffer);
     const batch = (count: number, first: number): void => {
-      const arg = PrivcmdMmapbatchV2.encode({
-        num: count, dom: domid, addr: base + BigInt(first * XEN_PAGE_SIZE),
-        arr: addressOf(gfns.subarray(first, first + count)), err: addressOf(err.subarray(first, first + count)),
-      });
+      const arg = mmapbatchV2Arg(domid, base, gfns, err, first, count, addressOf);
       ioctl(this.#f, IOCTL_PRIVCMD_MMAPBATCH_V2, arg);
     };
     try {
@@ -246,7 +237,7 @@ export class PrivcmdTransport implements XenTransport {
     if (!Number.isInteger(nrFrames) || nrFrames < 1 || nrFrames > 0x80000) throw new RangeError(`nrFrames ${nrFrames}`);
     const buffer = this.#reserve(nrFrames * XEN_PAGE_SIZE, MmapConstants.PROT_READ | MmapConstants.PROT_WRITE);
     try {
-      const arg = PrivcmdMmapResource.encode({ dom: domid, type, id, idx: frame, num: BigInt(nrFrames), addr: addressOf(buffer) });
+      const arg = mmapResourceArg(domid, type, id, frame, nrFrames, addressOf(buffer));
       this.#ioctl("IOCTL_PRIVCMD_MMAP_RESOURCE", IOCTL_PRIVCMD_MMAP_RESOURCE, arg, domid);
     } catch (err) {
       this.unmap(buffer);
@@ -259,7 +250,7 @@ export class PrivcmdTransport implements XenTransport {
     checkDomid(domid);
     checkU32(type, "resource type");
     checkU32(id, "resource id");
-    const arg = PrivcmdMmapResource.encode({ dom: domid, type, id, idx: 0, num: 0n, addr: 0n });
+    const arg = mmapResourceArg(domid, type, id, 0, 0, 0n);
     this.#ioctl("IOCTL_PRIVCMD_MMAP_RESOURCE (size query)", IOCTL_PRIVCMD_MMAP_RESOURCE, arg, domid);
     return Number(PrivcmdMmapResource.decode(arg).num);
   }
@@ -271,8 +262,7 @@ export class PrivcmdTransport implements XenTransport {
 
   restrict(domid: number): void {
     checkDomid(domid);
-    const arg = new Uint8Array(2);
-    new DataView(arg.buffer).setUint16(0, domid, true);
+    const arg = restrictArg(domid);
     this.#ioctl("IOCTL_PRIVCMD_RESTRICT", IOCTL_PRIVCMD_RESTRICT, arg, domid);
   }
 
@@ -319,10 +309,7 @@ export class PrivcmdTransport implements XenTransport {
     checkDomid(req.domid);
     checkU32(req.eventFd, "eventFd");
     this.#requireCap("irqfd", "IOCTL_PRIVCMD_IRQFD");
-    const arg = PrivcmdIrqfd.encode({
-      dm_op: addressOf(req.dmOp), size: req.dmOp.byteLength, fd: req.eventFd,
-      flags: req.deassign ? PRIVCMD_IRQFD_FLAG_DEASSIGN : 0, dom: req.domid,
-    });
+    const arg = irqfdArg(req, addressOf);
     this.#ioctl("IOCTL_PRIVCMD_IRQFD", IOCTL_PRIVCMD_IRQFD, arg, req.domid);
   }
 
@@ -333,11 +320,7 @@ export class PrivcmdTransport implements XenTransport {
     if (![1, 2, 4, 8].includes(req.addrLen)) throw new RangeError(`addrLen ${req.addrLen} must be 1, 2, 4 or 8`);
     if (req.ports.length < 1 || req.ports.length > 4096) throw new RangeError(`ports: ${req.ports.length} vCPUs (1..4096)`);
     this.#requireCap("ioeventfd", "IOCTL_PRIVCMD_IOEVENTFD");
-    const arg = PrivcmdIoeventfd.encode({
-      ioreq: addressOf(req.ioreq), ports: addressOf(req.ports), addr: req.addr, addr_len: req.addrLen,
-      event_fd: req.eventFd, vcpus: req.ports.length, vq: req.vq,
-      flags: req.deassign ? PRIVCMD_IOEVENTFD_FLAG_DEASSIGN : 0, dom: req.domid,
-    });
+    const arg = ioeventfdArg(req, addressOf);
     this.#ioctl("IOCTL_PRIVCMD_IOEVENTFD", IOCTL_PRIVCMD_IOEVENTFD, arg, req.domid);
   }
 
