@@ -19,7 +19,7 @@ describe("XenStore in the simulator (xen-sys client unchanged)", () => {
   });
 
   it("holds the toolstack's domain and virtio nodes, fires watches with tokens, runs transactions", async () => {
-    const xs = await XenStore.open({ connector: socketConnector(sim.xenstorePath!) });
+    const xs = await XenStore.open({ connector: socketConnector(sim.xenstorePath) });
     try {
       expect(await xs.read("/local/domain/2/name")).toBe("vm2");
       expect(await xs.directory("/local/domain/2/cpu")).toEqual(["0", "1"]);
