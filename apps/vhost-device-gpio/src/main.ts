@@ -1,0 +1,58 @@
+#!/usr/bin/env node
+// vhost-device-gpio: one virtio-gpio device per socket, socket i on chip i of -l, until SIGINT/SIGTERM.
+import { runDaemons, UsageError } from "@xen-vhost/vhost-user-backend";
+import { parse, help } from "./cli.js";
+import { openChips } from "./build.js";
+import { GpioDevice } from "./device.js";
+
+async function main(argv: readonly string[]): Promise<number> {
+  let args;
+  try {
+    args = parse(argv);
+  } catch (err) {
+    if (err instanceof UsageError) {
+      process.stderr.write(`vhost-device-gpio: ${err.message}\n\n${help}\n`);
+      return 2;
+    }
+    throw err;
+  }
+  if (args.help) {
+    process.stdout.write(`${help}\n`);
+    return 0;
+  }
+  const chips = openChips(args.chips);
+  let running;
+  try {
+    running = await runDaemons("vhost-device-gpio", args.common, (i) => new GpioDevice(chips[i]!));
+  } catch (err) {
+    for (const c of chips) c.close();
+    throw err;
+  }
+  const r = running;
+  r.logger.info("device.started", { sockets: r.daemons.length, chips: chips.map((c) => ({ name: c.name, lines: c.ngpio })) });
+  const stop = (): void => {
+    r.logger.info("device.stopping", {});
+    r.close();
+    for (const c of chips) c.close();
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  return new Promise((resolve) => {
+    let open = r.daemons.length;
+    for (const d of r.daemons)
+      d.once("close", (cause) => {
+        if (cause) r.logger.error("daemon stopped", { error: cause.message });
+        if (--open === 0) resolve(cause ? 1 : 0);
+      });
+  });
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`vhost-device-gpio: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);
