@@ -287,6 +287,12 @@ describe("regions mapped on demand (the grant-region shape)", () => {
       expect(all.withSlice(PAGE * 4 + 100, 2, (b) => [...b])).toEqual([0, 1]);
       expect(lazy.maps).toBeGreaterThan(5);
       expect(lazy.live).toBe(0);
+      // a map failure in the second region of a spanning write leaves the first region untouched
+      all.write(PAGE * 4 - 4, new Uint8Array(8));
+      lazy.failNext = true;
+      expect(kindOf(() => all.write(PAGE * 4 - 4, new Uint8Array(8).fill(0xee)))).toBe("MapFailed");
+      expect(all.read(PAGE * 4 - 4, 8)).toEqual(new Uint8Array(8));
+      expect(lazy.live).toBe(0);
     } finally {
       lazy.close();
     }

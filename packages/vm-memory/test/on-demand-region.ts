@@ -17,6 +17,8 @@ export class OnDemandRegion implements GuestMemoryRegion {
   readonly fd: number;
   maps = 0;
   live = 0;
+  /** Test hook: the next borrow fails with MapFailed (as a failing gntdev map would). */
+  failNext = false;
   #closed = false;
 
   constructor(guestBase: GuestAddressLike, size: number) {
@@ -37,6 +39,10 @@ export class OnDemandRegion implements GuestMemoryRegion {
 
   borrow(offset: number, length: number): RegionView {
     if (this.#closed) throw new GuestMemoryError("Closed", "closed");
+    if (this.failNext) {
+      this.failNext = false;
+      throw new GuestMemoryError("MapFailed", "injected map failure");
+    }
     const ps = pageSize();
     const start = Math.floor(offset / ps) * ps;
     const end = Math.max(start + ps, Math.ceil((offset + length) / ps) * ps);
