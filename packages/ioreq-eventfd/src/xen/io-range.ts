@@ -34,6 +34,11 @@ export interface IoRange {
   /** One past the last address. */
   readonly end: number;
   readonly handler: IoHandler;
+  /**
+   * A placeholder (a doorbell-only range the notifier mapped so Xen forwards a doorbell): a real device range
+   * mapped over it replaces it instead of being refused.
+   */
+  readonly weak?: boolean;
 }
 
 /** The ranges of one ioreq server, MMIO and PIO kept apart; no overlaps within a space. */
@@ -46,14 +51,23 @@ export class IoRangeTable {
     return space === "mmio" ? this.#mmio : this.#pio;
   }
 
-  /** The range overlapping [start, end), if any. */
+  /** The first range overlapping [start, end), if any. */
   overlapping(space: IoSpace, start: number, end: number): IoRange | undefined {
     return this.#list(space).find((r) => r.start < end && start < r.end);
+  }
+
+  /** Every range overlapping [start, end). */
+  allOverlapping(space: IoSpace, start: number, end: number): IoRange[] {
+    return this.#list(space).filter((r) => r.start < end && start < r.end);
   }
 
   add(range: IoRange): void {
     if (this.overlapping(range.space, range.start, range.end)) throw new RangeError("overlapping range");
     this.#list(range.space).push(range);
+  }
+
+  has(range: IoRange): boolean {
+    return this.#list(range.space).includes(range);
   }
 
   remove(range: IoRange): boolean {

@@ -301,15 +301,15 @@ export class IoreqServer extends EventEmitter<IoreqServerEvents> implements Disp
    * MEMORY). Offsets passed to the handler are relative to `start`.
    * @throws NotifierError `AddressInUse` (overlaps a range of this server, or Xen's EEXIST for another server's).
    */
-  mapMmio(start: bigint, length: number, handler: IoHandler): IoRangeHandle {
-    return this.#map("mmio", start, length, handler);
+  mapMmio(start: bigint, length: number, handler: IoHandler, options: { weak?: boolean } = {}): IoRangeHandle {
+    return this.#map("mmio", start, length, handler, options.weak === true);
   }
 
   /** Forwards x86 port I/O [port, port + length) to `handler` (range type PORT). */
-  mapPio(port: number, length: number, handler: IoHandler): IoRangeHandle {
+  mapPio(port: number, length: number, handler: IoHandler, options: { weak?: boolean } = {}): IoRangeHandle {
     if (!Number.isInteger(port) || port < 0 || port > 0xffff) throw new RangeError(`port ${port} must be 0..0xffff`);
     if (port + length > 0x10000) throw new RangeError(`ports 0x${port.toString(16)}+${length} exceed 0xffff`);
-    return this.#map("pio", BigInt(port), length, handler);
+    return this.#map("pio", BigInt(port), length, handler, options.weak === true);
   }
 
   /** Whether a range of this server holds all of [addr, addr + size). */
@@ -318,7 +318,7 @@ export class IoreqServer extends EventEmitter<IoreqServerEvents> implements Disp
     return this.#ranges.find(space, Number(addr), size) !== undefined;
   }
 
-  #map(space: IoSpace, start: bigint, length: number, handler: IoHandler): IoRangeHandle {
+  #map(space: IoSpace, start: bigint, length: number, handler: IoHandler, weak: boolean): IoRangeHandle {
     this.#open();
     if (typeof start !== "bigint" || start < 0n) throw new RangeError("range start must be a non-negative bigint");
     if (!Number.isInteger(length) || length < 1) throw new RangeError(`range length ${length} must be a positive integer`);
@@ -326,8 +326,9 @@ export class IoreqServer extends EventEmitter<IoreqServerEvents> implements Disp
     if (typeof handler?.read !== "function" || typeof handler.write !== "function")
       throw new TypeError("handler must have read(offset, size) and write(offset, size, value)");
     const s = Number(start);
-    const range: IoRange = { space, start: s, end: s + length, handler };
-    const clash = this.#ranges.overlapping(space, range.start, range.end);
+    const range: IoRange = { space, start: s, end: s + length, handler, weak };
+    const clashes = this.#ranges.allOverlapping(space, range.start, range.end);
+    const clash = clashes.find((c) => weak || c.weak !== true);
     if (clash)
       throw new NotifierError(
         "AddressInUse",
@@ -335,6 +336,9 @@ export class IoreqServer extends EventEmitter<IoreqServerEvents> implements Disp
       );
     const type = space === "mmio" ? XEN_DMOP_IO_RANGE.MEMORY : XEN_DMOP_IO_RANGE.PORT;
     const end = start + BigInt(length) - 1n;
+    // Placeholders under a real device range give way to it (the doorbells they carried stay in the
+    // notifier's table and are now reached through the device's range).
+    for (const w of clashes) this.#unmapRange(w);
     this.#ranges.add(range);
     try {
       this.xen.mapIoRangeToIoreqServer(this.domid, this.id, start, end, type);
@@ -344,17 +348,25 @@ export class IoreqServer extends EventEmitter<IoreqServerEvents> implements Disp
     }
     const handle = new RangeHandle(space, start, length, () => {
       this.#handles.delete(handle);
-      if (this.#closed) return;
-      try {
-        this.xen.unmapIoRangeFromIoreqServer(this.domid, this.id, start, end, type);
-      } catch (err) {
-        this.#log.warn("unmap_io_range_from_ioreq_server failed", { space, start, end, err });
-      }
-      // Dropped after Xen stopped forwarding: a request already queued still finds its handler.
-      this.#ranges.remove(range);
+      if (!this.#closed) this.#unmapRange(range);
     });
     this.#handles.add(handle);
     return handle;
+  }
+
+  /** Stops Xen forwarding `range` and drops it (no-op if it was already replaced or removed). */
+  #unmapRange(range: IoRange): void {
+    if (!this.#ranges.has(range)) return;
+    const type = range.space === "mmio" ? XEN_DMOP_IO_RANGE.MEMORY : XEN_DMOP_IO_RANGE.PORT;
+    const start = BigInt(range.start);
+    const end = BigInt(range.end) - 1n;
+    try {
+      this.xen.unmapIoRangeFromIoreqServer(this.domid, this.id, start, end, type);
+    } catch (err) {
+      this.#log.warn("unmap_io_range_from_ioreq_server failed", { space: range.space, start, end, err });
+    }
+    // Dropped after Xen stopped forwarding: a request already queued still finds its handler.
+    this.#ranges.remove(range);
   }
 
   /**

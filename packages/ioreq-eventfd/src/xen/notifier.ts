@@ -300,8 +300,11 @@ export class XenNotifier implements Notifier {
       existing.refs++;
     } else {
       if (this.#server.covers(space, addr, len)) return () => {};
+      const weak = { weak: true };
       const handle =
-        space === "pio" ? this.#server.mapPio(Number(addr), len, DOORBELL_ONLY) : this.#server.mapMmio(addr, len, DOORBELL_ONLY);
+        space === "pio"
+          ? this.#server.mapPio(Number(addr), len, DOORBELL_ONLY, weak)
+          : this.#server.mapMmio(addr, len, DOORBELL_ONLY, weak);
       this.#autoRanges.set(key, { handle, refs: 1 });
     }
     let released = false;
