@@ -199,6 +199,11 @@ export class Simulator {
     return this.control<{ path: string }>("addVirtioDisk", { spec }).path;
   }
 
+  /** The simulator's own view: open connections, domains, and its open fd count (for leak checks). */
+  stats(): { connections: number; domains: number[]; fds: number } {
+    return this.control("stats");
+  }
+
   xenstoreRead(path: string): string | undefined {
     return this.control<{ value: string | null }>("xsRead", { path }).value ?? undefined;
   }

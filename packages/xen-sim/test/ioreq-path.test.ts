@@ -62,3 +62,35 @@ describe("ioreq path: guest vCPU -> simulated Xen -> device model on xen-sys", (
     xen.transport.close();
   });
 });
+
+describe("device model restart and simulator-side leaks", () => {
+  it("lets a new device model bind the vCPU ports after the old one disconnected; the simulator leaks nothing", async () => {
+    const leaks = fdLeakCheck();
+    const sim = await startSimulator({ xenstore: false, domains: [{ domid: 1, ram: 4 << 20 }] });
+    try {
+      // warm up the simulator's lazily created objects, then take its fd baseline
+      Xen.open({ transport: sim.connect() }).transport.close();
+      const baseline = sim.stats().fds;
+      sim.unpause(1);
+      for (let round = 0; round < 3; round++) {
+        const xen = Xen.open({ transport: sim.connect() });
+        const regs = new Map<bigint, bigint>([[BASE, BigInt(round)]]);
+        const dm = new TinyDeviceModel(xen, 1, [BASE, BASE + 0xfn], { read: (a) => regs.get(a) ?? 0n, write: () => undefined });
+        const r = await sim.startGuest({ domid: 1, program: "mmio", args: { accesses: [{ op: "r", addr: "0x2000000" }] } }).result;
+        expect(r).toEqual([`0x${round}`]);
+        // no destroy: the server and its bound ports go away with the connection, as when a daemon dies
+        dm.events.close();
+        xen.unmap(dm.pages);
+        xen.transport.close();
+        for (let i = 0; i < 50 && sim.stats().connections > 1; i++) await new Promise((res) => setTimeout(res, 10));
+      }
+      const s = sim.stats();
+      expect(s.connections).toBe(1); // the control connection
+      // the three servers stay (Xen keeps them until destroyed or the domain dies) but hold one memfd each
+      expect(s.fds - baseline).toBe(3);
+    } finally {
+      await sim.close();
+    }
+    expect(leaks.check()).toEqual([]);
+  });
+});

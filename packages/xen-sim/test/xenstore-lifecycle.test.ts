@@ -101,3 +101,32 @@ describe("XenStore in the simulator (xen-sys client unchanged)", () => {
     xen.transport.close();
   });
 });
+
+describe("guest event channels", () => {
+  it("binds dom0 to a guest's unbound port and exchanges events both ways", async () => {
+    const leaks = fdLeakCheck();
+    const sim = await startSimulator({ xenstore: false, domains: [{ domid: 1, ram: 4 << 20 }] });
+    const xen = Xen.open({ transport: sim.connect() });
+    const evt = xen.transport.openEventChannels();
+    let local = -1;
+    const dm = new TinyDeviceModel(xen, 1, [BASE, BASE + 0xfn], {
+      read: () => 0n,
+      write: (_a, _s, v) => {
+        local = evt.bindInterdomain(1, Number(v));
+        // consume the pending bit bind_interdomain sets, so what follows is the guest's own event
+        expect([...evt.readPending()]).toEqual([local]);
+        evt.unmask([local]);
+        evt.notify(local);
+      },
+    });
+    sim.unpause(1);
+    const r = (await sim.startGuest({ domid: 1, program: "evtchn" }).result) as { port: number; events: number[] };
+    expect(r.events).toEqual([r.port]);
+    expect([...evt.readPending()]).toEqual([local]);
+    dm.close();
+    evt.close();
+    xen.transport.close();
+    await sim.close();
+    expect(leaks.check()).toEqual([]);
+  });
+});

@@ -7,7 +7,11 @@ import { GuestMemory, MmapRegion } from "@xen-vhost/vm-memory";
 import type { XenArch } from "@xen-vhost/xen-sys";
 import { BlockingClient } from "../protocol.js";
 import { SimError } from "../error.js";
-import { DOMPAGE_FLAGS, DOMPAGE_FLAG_DYING, DOMPAGE_FLAG_PAUSED, DOMPAGE_GENERATION, DOMPAGE_IRQ_LEVELS, PAGE_SIZE } from "../layout.js";
+import {
+  DOMPAGE_FLAGS, DOMPAGE_FLAG_DYING, DOMPAGE_FLAG_PAUSED, DOMPAGE_GENERATION, DOMPAGE_IRQ_LEVELS, DOMPAGE_PENDING, EVTCHN_NR_PORTS,
+  PAGE_SIZE, isPending, reselect, takePending, type EndpointDescription,
+} from "../layout.js";
+import { peerFrom, type Peer } from "../transport/evtchn.js";
 import { GrantTable } from "./grants.js";
 import { Vcpu } from "./vcpu.js";
 
@@ -36,6 +40,9 @@ export class Guest implements Disposable {
   readonly #upcall: EventFd;
   readonly #wake: EventFd[];
   readonly #vcpus = new Map<number, Vcpu>();
+  readonly #evtMask = new Uint8Array(EVTCHN_NR_PORTS);
+  readonly #peers = new Map<number, Peer | undefined>();
+  #peersGeneration = -1;
   #closed = false;
 
   private constructor(rpc: BlockingClient, info: GuestInfo, fds: number[]) {
@@ -118,9 +125,65 @@ export class Guest implements Disposable {
     }
   }
 
+  // ---- the guest's own event channels (EVTCHNOP_alloc_unbound / send, 2-level pending bits) ----------------
+
+  /** EVTCHNOP_alloc_unbound: a port of this guest that `remoteDomid` may bind. */
+  allocUnboundPort(remoteDomid = 0): number {
+    const r = this.rpc.call("guest.allocUnbound", { domid: this.info.domid, remote: remoteDomid });
+    if (r.refused) throw new SimError("InvalidArgument", `alloc_unbound: ${r.refused.code} ${r.refused.message}`);
+    return (r.result as { port: number }).port;
+  }
+
+  /** EVTCHNOP_send: raises the peer of `port` (nothing while it is unbound). */
+  notify(port: number): void {
+    if (this.generation !== this.#peersGeneration) {
+      for (const p of this.#peers.values()) p?.close();
+      this.#peers.clear();
+      this.#peersGeneration = this.generation;
+    }
+    let peer = this.#peers.get(port);
+    if (!this.#peers.has(port)) {
+      const r = this.rpc.call("guest.endpoint", { domid: this.info.domid, port });
+      if (r.refused) throw new SimError("InvalidArgument", `send on port ${port}: ${r.refused.code}`);
+      peer = peerFrom((r.result as { endpoint: EndpointDescription | null }).endpoint, r.fds);
+      this.#peers.set(port, peer);
+    }
+    peer?.notify();
+  }
+
+  /** Pending, unmasked ports of this guest (each masked as it is returned, like the Linux evtchn upcall). */
+  pendingEvents(max = 64): number[] {
+    const ports = takePending(this.#words, DOMPAGE_PENDING / 4, (p) => this.#evtMask[p] === 1, max);
+    for (const p of ports) this.#evtMask[p] = 1;
+    return ports;
+  }
+
+  unmaskEvent(port: number): void {
+    this.#evtMask[port] = 0;
+    if (isPending(this.#words, DOMPAGE_PENDING / 4, port)) reselect(this.#words, DOMPAGE_PENDING / 4, port);
+  }
+
+  /** Waits for events on the guest's ports; returns them (empty on timeout). */
+  waitEvents(timeoutMs = 5000): number[] {
+    const deadline = Date.now() + timeoutMs;
+    let nap = 0.02;
+    for (let spins = 0; ; spins++) {
+      const got = this.pendingEvents();
+      if (got.length > 0) return got;
+      if (this.dying) throw new SimError("Disconnected", `domain ${this.info.domid} is dying`);
+      this.#upcall.read();
+      if (spins < 2000) continue;
+      if (Date.now() > deadline) return [];
+      sleepSync(nap);
+      nap = Math.min(nap * 2, 1);
+    }
+  }
+
   close(): void {
     if (this.#closed) return;
     this.#closed = true;
+    for (const p of this.#peers.values()) p?.close();
+    this.#peers.clear();
     for (const v of this.#vcpus.values()) v.close();
     this.grants.close();
     this.memory.close();

@@ -13,7 +13,7 @@ import type { StructLayout, FieldSpec } from "@xen-vhost/vmm-sys-util";
 import { refuse } from "../error.js";
 import {
   GNTST, GRANT_ENTRY_SIZE, GTF_permit_access, GTF_readonly, GTF_reading, GTF_type_mask, GTF_writing, GUEST_RAM0_BASE,
-  GUEST_RAM0_SIZE, GUEST_RAM1_BASE, NR_LOCAL_IRQS, PAGE_SIZE, type EndpointDescription,
+  GUEST_RAM0_SIZE, GUEST_RAM1_BASE, NR_LOCAL_IRQS, PAGE_SIZE, DOMPAGE_PENDING, raisePending, type EndpointDescription,
 } from "../layout.js";
 import { Domain, type DomainConfig } from "./domain.js";
 import { EvtchnDeviceRec, bindInterdomain, closePort, endpointOf, packEndpoints, type Endpoint } from "./evtchn.js";
@@ -451,6 +451,31 @@ export class Hypervisor {
     return peer && pr ? endpointOf(peer, rec.remotePort, pr) : undefined;
   }
 
+  /**
+   * evtchn_send from `dom`'s `port` (common/event_channel.c): an interdomain channel raises the peer's port;
+   * unbound or virq ports do nothing.
+   */
+  sendFrom(dom: Domain, port: number): void {
+    const rec = dom.ports.get(port);
+    if (!rec) return refuse("EINVAL", `port ${port} is not allocated`);
+    if (rec.state !== "interdomain") return;
+    const peer = this.domains.get(rec.remoteDomid);
+    const pr = peer?.ports.get(rec.remotePort);
+    if (!peer || !pr) return;
+    switch (pr.consumer.kind) {
+      case "device":
+        pr.consumer.device.raise(rec.remotePort);
+        break;
+      case "ioreq":
+        peer.vcpuWake[pr.consumer.vcpu]!.write(1);
+        break;
+      case "guest":
+        raisePending(peer.words, DOMPAGE_PENDING / 4, rec.remotePort);
+        peer.upcall.write(1);
+        break;
+    }
+  }
+
   evtchnBindInterdomain(client: Client, params: { device: number; domid: number; port: number }): Reply {
     const dev = this.#evtchn(client, params.device);
     this.#restricted(dev, params.domid);
@@ -621,12 +646,20 @@ export class Hypervisor {
     return { result: { index, fdIndex, offsets }, fds };
   }
 
-  gntdevUnmap(client: Client, params: { device: number; index: bigint }): Reply {
+  gntdevUnmap(client: Client, params: { device: number; index: bigint; notifyPort?: number }): Reply {
     const dev = this.#gntdev(client, params.device);
     const pins = dev.maps.get(String(params.index));
     if (!pins) return refuse("EINVAL", `no grant mapping at index ${String(params.index)}`);
     dev.maps.delete(String(params.index));
     this.#unpin(pins, this.#allGntdevs());
+    // gntdev UNMAP_NOTIFY_SEND_EVENT: notify_remote_via_evtchn(port) once the pages are gone.
+    if (params.notifyPort !== undefined) {
+      try {
+        this.sendFrom(this.domain(client.domid), num(params.notifyPort, "port"));
+      } catch {
+        // the kernel ignores a stale notify port as well
+      }
+    }
     return { result: {} };
   }
 

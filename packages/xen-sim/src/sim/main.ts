@@ -1,6 +1,7 @@
 // The simulator process: `node dist/sim/main.js '<json config>'`. Prints one JSON line
 // {"ready": true, "socket": ..., "xenstore": ...} on stdout when listening and exits when stdin closes (its
 // parent went away), so a crashed test never leaves a simulator behind.
+import { readdirSync } from "node:fs";
 import { XenStoreTestServer } from "@xen-vhost/xen-sys/testing";
 import { Hypervisor, type HypervisorConfig } from "./hypervisor.js";
 import { SimServer } from "./server.js";
@@ -64,7 +65,8 @@ async function main(): Promise<void> {
       },
       "control.xsRead": (_c, p: { path: string }) => ok({ value: xs?.get(p.path) ?? null }),
       "control.xsWrite": (_c, p: { path: string; value: string }) => (seed(p.path, p.value), ok()),
-      "control.stats": (): Reply => ok({ connections: server.connections, domains: [...hv.domains.keys()] }),
+      "control.stats": (): Reply =>
+        ok({ connections: server.connections, domains: [...hv.domains.keys()], fds: readdirSync("/proc/self/fd").length }),
     },
   });
 
