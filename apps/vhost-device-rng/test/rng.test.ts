@@ -6,6 +6,10 @@ import { join } from "node:path";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { VhostUserDaemon } from "@xen-vhost/vhost-user-backend";
 import { RngDevice, parse } from "../src/index.js";
+import { EventFd } from "@xen-vhost/vmm-sys-util";
+import { GuestMemory } from "@xen-vhost/vm-memory";
+import { DriverQueue } from "@xen-vhost/virtio-queue";
+import { Frontend, XenMmapFlags } from "@xen-vhost/vhost-user-master";
 import { DATA, session } from "./harness.js";
 
 let dir: string;
@@ -131,5 +135,67 @@ describe("command line", () => {
     }
     expect(stderr).toMatch(/"msg":"listening"/);
     expect(existsSync(`${base}0`)).toBe(false);
+  });
+});
+
+describe("one build, KVM-style and Xen front-ends", () => {
+  const main = join(import.meta.dirname, "../dist/main.js");
+  const mapper = join(import.meta.dirname, "fixtures/fd-xen-mapper.mjs");
+
+  async function run(args: string[], body: (base: string, stderr: () => string) => Promise<void>): Promise<void> {
+    const base = join(dir, "rng.sock");
+    const child = spawn(process.execPath, [main, "-s", base, ...args], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    try {
+      await body(base, () => stderr);
+    } finally {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    }
+  }
+
+  it.skipIf(!existsSync(main))("without --xen-mapper XEN_MMAP is not offered: a front-end that requires it stops at negotiation (needs pnpm build)", async () => {
+    await run([], async (base) => {
+      const fe = await Frontend.connect(`${base}0`, { retry: { attempts: 50, initialDelayMs: 10 } });
+      try {
+        await expect(fe.negotiate({ requireProtocolFeatures: ["XEN_MMAP"] })).rejects.toMatchObject({ kind: "FeatureMismatch" });
+      } finally {
+        fe.close();
+      }
+    });
+  });
+
+  it.skipIf(!existsSync(main))("with --xen-mapper MODULE the same daemon offers XEN_MMAP and maps FOREIGN regions through the plugged-in mapper (needs pnpm build)", async () => {
+    await run(["--xen-mapper", mapper], async (base, stderr) => {
+      const fe = await Frontend.connect(`${base}0`, { retry: { attempts: 50, initialDelayMs: 10 } });
+      const mem = GuestMemory.fromRanges([[0, 0x20_0000]]);
+      const kick = new EventFd();
+      const call = new EventFd();
+      try {
+        const n = await fe.negotiate({ requireProtocolFeatures: ["XEN_MMAP"] });
+        expect(n.protocolFeatures & (1n << 17n)).toBe(1n << 17n);
+        const d = mem.vhostUserRegions()[0]!;
+        await fe.setMemTable([{ guestPhysAddr: d.guest_phys_addr, size: d.memory_size, userAddr: d.userspace_addr, mmapOffset: d.mmap_offset, fd: d.fd, xen: { flags: XenMmapFlags.FOREIGN, domid: 5 } }]);
+        const q = DriverQueue.create<number>(mem, 0x1000, 8, { eventIdx: true });
+        const va = (g: bigint): bigint => d.userspace_addr + g;
+        await fe.setupVring(0, { num: 8, desc: va(q.descTable.value), avail: va(q.availRing.value), used: va(q.usedRing.value), kick: kick.fd, call: call.fd });
+        q.add({ writable: [{ addr: DATA, len: 32 }] });
+        kick.write(1);
+        let used: { len: number }[] = [];
+        for (let i = 0; i < 500 && used.length === 0; i++) {
+          used = q.harvest();
+          if (used.length === 0) await new Promise((r) => setTimeout(r, 5));
+        }
+        expect(used[0]?.len).toBe(32);
+        expect(stderr()).toContain('"fixtureMapper":{"type":"foreign","noAdvanceMap":false,"domid":5}');
+        expect(stderr()).toContain("offering XEN_MMAP");
+      } finally {
+        fe.close();
+        kick.close();
+        call.close();
+        mem.close();
+      }
+    });
   });
 });
