@@ -1,5 +1,6 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
+import { EventFd } from "@xen-vhost/vmm-sys-util";
 import { Xen, XenError } from "@xen-vhost/xen-sys";
 import { startSimulator, type Simulator } from "../src/index.js";
 import { TinyDeviceModel } from "./helpers.js";
@@ -60,6 +61,33 @@ describe("ioreq path: guest vCPU -> simulated Xen -> device model on xen-sys", (
     expect(dm.served[1]).toMatchObject({ addr: BASE + 0x70n, size: 4, data: 0xfn });
     dm.close();
     xen.transport.close();
+  });
+});
+
+describe("privcmd ioeventfd emulation", () => {
+  it("completes matching QUEUE_NOTIFY writes in the 'kernel' and passes the rest to the device model", async () => {
+    const leaks = fdLeakCheck();
+    const sim = await startSimulator({ xenstore: false, domains: [{ domid: 1, ram: 4 << 20 }] });
+    const xen = Xen.open({ transport: sim.connect() });
+    const dm = new TinyDeviceModel(xen, 1, [BASE, BASE + 0x1ffn], { read: () => 0n, write: () => undefined });
+    const kick = new EventFd();
+    xen.assignIoeventfd({ domid: 1, ioreq: dm.pages, ports: Uint32Array.from(dm.ports), addr: BASE, addrLen: 4, eventFd: kick.fd, vq: 0 });
+    expect(() => xen.assignIoeventfd({ domid: 1, ioreq: dm.pages, ports: Uint32Array.from(dm.ports), addr: BASE, addrLen: 4, eventFd: kick.fd, vq: 0 })).toThrow(/EBUSY/);
+    sim.unpause(1);
+    const g = sim.startGuest({
+      domid: 1, program: "mmio",
+      args: { accesses: [{ op: "w", addr: "0x2000050", value: 0 }, { op: "w", addr: "0x2000050", value: 0 }, { op: "w", addr: "0x2000050", value: 1 }, { op: "w", addr: "0x2000050", size: 2, value: 0 }] },
+    });
+    await g.result;
+    expect(kick.read()).toBe(2n);
+    expect(dm.served.map((x) => [x.data, x.size])).toEqual([[1n, 4], [0n, 2]]);
+    expect(g.counters).toMatchObject({ ioeventfds: 2 });
+    xen.assignIoeventfd({ domid: 1, ioreq: dm.pages, ports: Uint32Array.from(dm.ports), addr: BASE, addrLen: 4, eventFd: kick.fd, vq: 0, deassign: true });
+    kick.close();
+    dm.close();
+    xen.transport.close();
+    await sim.close();
+    expect(leaks.check()).toEqual([]);
   });
 });
 

@@ -2,7 +2,7 @@
 // ioreq pages, event channel semantics (mask on delivery, unmask re-delivers, ENOTCONN), restrict.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
-import { UnixStream } from "@xen-vhost/vmm-sys-util";
+import { EventFd, UnixStream } from "@xen-vhost/vmm-sys-util";
 import {
   IoReq, XENMEM_resource_ioreq_server, XEN_DMOP_IO_RANGE, Xen, XenError, dmOps,
 } from "@xen-vhost/xen-sys";
@@ -143,10 +143,22 @@ describe("SimTransport", () => {
     xen.transport.close();
   });
 
-  it("reports privcmd irqfd/ioeventfd as unsupported", () => {
+  it("emulates privcmd irqfd: a signalled eventfd issues the stored set_irq_level", async () => {
     using xen = open();
-    expect(xen.capabilities()).toEqual({ irqfd: false, ioeventfd: false });
-    expect(() => xen.assignIrqfd(1, 0, 33)).toThrow(expect.objectContaining({ kind: "Unsupported" }));
+    expect(xen.capabilities()).toEqual({ irqfd: true, ioeventfd: true });
+    using ev = new EventFd();
+    xen.assignIrqfd(1, ev.fd, 41);
+    expect(() => xen.assignIrqfd(1, ev.fd, 41)).toThrow(/EBUSY/);
+    ev.write(1);
+    for (let i = 0; i < 100 && !sim.irqLevel(1, 41); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(sim.irqLevel(1, 41)).toBe(true);
+    xen.setIrqLevel(1, 41, 0);
+    xen.assignIrqfd(1, ev.fd, 41, { deassign: true });
+    ev.write(1);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(sim.irqLevel(1, 41)).toBe(false);
+    (xen.transport as SimTransport).disableEventfdOffload();
+    expect(() => xen.assignIrqfd(1, ev.fd, 41)).toThrow(expect.objectContaining({ kind: "Unsupported" }));
     xen.transport.close();
   });
 

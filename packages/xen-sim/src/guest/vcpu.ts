@@ -4,7 +4,7 @@
 // publish IOREQ_READY after a barrier, notify the emulator's port, and wait for IORESP_READY. Accesses no
 // server claims read as all-ones and writes are dropped (x86's null handler; Arm Xen would inject a data
 // abort instead - a simulated guest that wants to probe "nothing there" can rely on all-ones).
-import { AtomicAccess, close as closeFd, fence, mmap, munmap, MmapConstants, type EventFd } from "@xen-vhost/vmm-sys-util";
+import { AtomicAccess, EventFd, close as closeFd, fence, mmap, munmap, MmapConstants } from "@xen-vhost/vmm-sys-util";
 import { IOREQ_STATE_OFFSET, IOREQS_PER_PAGE, IOREQ_TYPE, IoReq, STATE_IOREQ_NONE, STATE_IOREQ_READY, STATE_IORESP_READY } from "@xen-vhost/xen-sys";
 import { SimError } from "../error.js";
 import { PAGE_SIZE, type EndpointDescription } from "../layout.js";
@@ -17,6 +17,7 @@ interface Route {
   pages: ArrayBuffer;
   slot: AtomicAccess;
   peer: Peer | undefined;
+  ioeventfds: { addr: bigint; addrLen: number; vq: number; fd: EventFd }[];
 }
 
 /** Counters of what the vCPU did. */
@@ -25,6 +26,8 @@ export interface VcpuCounters {
   unclaimed: number;
   /** Times the vCPU blocked in the kernel waiting for the answer (the rest completed while spinning). */
   blocked: number;
+  /** QUEUE_NOTIFY writes completed by a privcmd ioeventfd (the device model never saw them). */
+  ioeventfds: number;
 }
 
 const XEN_DMOP_IO_RANGE_MEMORY = 1;
@@ -32,7 +35,7 @@ const SPIN = 4000;
 
 export class Vcpu implements Disposable {
   readonly index: number;
-  readonly counters: VcpuCounters = { ioreqs: 0, unclaimed: 0, blocked: 0 };
+  readonly counters: VcpuCounters = { ioreqs: 0, unclaimed: 0, blocked: 0, ioeventfds: 0 };
   readonly #guest: Guest;
   readonly #wake: EventFd;
   #routes: Route[] = [];
@@ -53,7 +56,10 @@ export class Vcpu implements Disposable {
     if (r.refused) throw new SimError("Disconnected", `routes of domain ${this.#guest.info.domid}: ${r.refused.code}`);
     const res = r.result as {
       generation: number;
-      servers: { id: number; ranges: Route["ranges"]; pagesFd: number; frames: number; endpoints: (EndpointDescription | null)[] }[];
+      servers: {
+        id: number; ranges: Route["ranges"]; pagesFd: number; frames: number; endpoints: (EndpointDescription | null)[];
+        ioeventfds: { addr: bigint; addrLen: number; vq: number; fd: number }[];
+      }[];
     };
     const used = new Set<number>();
     try {
@@ -67,7 +73,11 @@ export class Vcpu implements Disposable {
           peer = new Peer(ep, r.fds);
           used.add(ep.eventFd);
         }
-        this.#routes.push({ id: s.id, ranges: s.ranges, pages, slot: new AtomicAccess(pages, slotOffset, IoReq.size), peer });
+        const ioeventfds = s.ioeventfds.map((e) => {
+          used.add(e.fd);
+          return { addr: e.addr, addrLen: e.addrLen, vq: e.vq, fd: EventFd.fromFd(r.fds[e.fd]!) };
+        });
+        this.#routes.push({ id: s.id, ranges: s.ranges, pages, slot: new AtomicAccess(pages, slotOffset, IoReq.size), peer, ioeventfds });
       }
     } finally {
       r.fds.forEach((fd, i) => {
@@ -80,6 +90,7 @@ export class Vcpu implements Disposable {
   #dropRoutes(): void {
     for (const r of this.#routes) {
       r.peer?.close();
+      for (const e of r.ioeventfds) e.fd.close();
       munmap(r.pages);
     }
     this.#routes = [];
@@ -98,6 +109,16 @@ export class Vcpu implements Disposable {
     if (!route) {
       this.counters.unclaimed++;
       return write ? 0n : (1n << BigInt(size * 8)) - 1n;
+    }
+    if (write) {
+      // privcmd ioeventfd_interrupt: a matching QUEUE_NOTIFY write is completed in dom0's kernel, which
+      // signals the eventfd and answers IORESP_READY without waking the device model.
+      const e = route.ioeventfds.find((x) => addr === x.addr + 0x50n && size === x.addrLen && Number(value & 0xffffn) === x.vq);
+      if (e) {
+        e.fd.write(1);
+        this.counters.ioeventfds++;
+        return 0n;
+      }
     }
     const s = route.slot;
     const state = s.load8(IOREQ_STATE_OFFSET) & 0xf;

@@ -9,7 +9,7 @@ import {
   XenDmOpSetIrqLevel, XenDmOpNrVcpus, XenDmOpRemoteShutdown, XEN_DMOP_no_gfns, XENMEM_resource_ioreq_server,
   XENMEM_resource_grant_table, CONSOLEIO_read, CONSOLEIO_write, type XenArch,
 } from "@xen-vhost/xen-sys";
-import type { StructLayout, FieldSpec } from "@xen-vhost/vmm-sys-util";
+import { FdWatcher, PollEvents, close as closeFd, read as readFd, type StructLayout, type FieldSpec } from "@xen-vhost/vmm-sys-util";
 import { refuse } from "../error.js";
 import {
   GNTST, GRANT_ENTRY_SIZE, GTF_permit_access, GTF_readonly, GTF_reading, GTF_type_mask, GTF_writing, GUEST_RAM0_BASE,
@@ -49,6 +49,8 @@ export class Client {
   readonly gntdevs = new Map<number, GntdevRec>();
   restrictDomid: number | undefined;
   attachedTo: Domain | undefined;
+  /** privcmd irqfds: id -> the watcher on the client's eventfd (a dup received over SCM_RIGHTS). */
+  readonly irqfds = new Map<number, { watcher: FdWatcher; fd: number }>();
 
   constructor(id: number) {
     this.id = id;
@@ -424,6 +426,93 @@ export class Hypervisor {
     return { result: {} };
   }
 
+  // ---- privcmd irqfd / ioeventfd (Linux >= 6.7, drivers/xen/privcmd.c) -------------------------------------
+
+  /**
+   * IOCTL_PRIVCMD_IRQFD assign: each time the eventfd is signalled, issue the stored xen_dm_op for `domid`
+   * (the kernel copies the buffer at assign time). Returns an id for deassign.
+   */
+  irqfdAssign(client: Client, params: { domid: number; dmOp: Uint8Array }, fds: number[]): Reply {
+    const fd = fds[0];
+    if (fd === undefined) return refuse("EBADF", "no eventfd");
+    try {
+      this.#remote(client, num(params.domid, "domid"));
+      const op = bytesOf(params.dmOp, "dm_op").slice();
+      if (op.byteLength < XEN_DM_OP_PAYLOAD_OFFSET) refuse("EINVAL", "dm_op too short");
+      const id = this.#nextDevice++;
+      const counter = new Uint8Array(8);
+      const watcher = new FdWatcher(fd, () => {
+        try {
+          readFd(fd, counter);
+        } catch {
+          return;
+        }
+        try {
+          this.dmOp(client, { domid: params.domid, bufs: [op.slice()] });
+        } catch {
+          // The kernel logs a failed dm_op and keeps the irqfd; so does the simulator.
+        }
+      }).start(PollEvents.READABLE);
+      watcher.unref();
+      client.irqfds.set(id, { watcher, fd });
+      return { result: { id } };
+    } catch (err) {
+      closeFd(fd);
+      throw err;
+    }
+  }
+
+  irqfdDeassign(client: Client, params: { id: number }): Reply {
+    const e = client.irqfds.get(params.id);
+    if (!e) return refuse("ENOENT", "irqfd not assigned");
+    client.irqfds.delete(params.id);
+    e.watcher.close();
+    closeFd(e.fd);
+    return { result: {} };
+  }
+
+  /**
+   * IOCTL_PRIVCMD_IOEVENTFD assign: QUEUE_NOTIFY writes (base + 0x50, `addrLen` bytes, data & 0xffff == vq)
+   * of the server whose vCPU ports are `ports` complete without the device model and signal the eventfd.
+   * `ports` may be the vp_eports or the emulator's bound local ports.
+   */
+  ioeventfdAssign(client: Client, params: { domid: number; ports: number[]; addr: bigint; addrLen: number; vq: number }, fds: number[]): Reply {
+    const fd = fds[0];
+    if (fd === undefined) return refuse("EBADF", "no eventfd");
+    try {
+      const d = this.#remote(client, num(params.domid, "domid"));
+      if (![1, 2, 4, 8].includes(params.addrLen)) refuse("EINVAL", `addr_len ${params.addrLen}`);
+      if (!Array.isArray(params.ports) || params.ports.length < 1 || params.ports.length > 4096) refuse("EINVAL", "vcpus");
+      const s = [...d.ioreqServers.values()].find((x) => {
+        const local = x.ports.map((p) => d.ports.get(p)?.remotePort);
+        const same = (a: readonly (number | undefined)[]): boolean => a.length === params.ports.length && a.every((v, i) => v === params.ports[i]);
+        return same(x.ports) || same(local);
+      });
+      if (!s) return refuse("EINVAL", "ports match no ioreq server of the domain");
+      const id = this.#nextDevice++;
+      s.ioeventfds.push({ id, fd, addr: params.addr, addrLen: params.addrLen, vq: params.vq, client: client.id });
+      d.touch();
+      return { result: { id } };
+    } catch (err) {
+      closeFd(fd);
+      throw err;
+    }
+  }
+
+  ioeventfdDeassign(client: Client, params: { domid: number; id: number }): Reply {
+    const d = this.domain(num(params.domid, "domid"));
+    for (const s of d.ioreqServers.values()) {
+      const i = s.ioeventfds.findIndex((e) => e.id === params.id && e.client === client.id);
+      if (i >= 0) {
+        closeFd(s.ioeventfds[i]!.fd);
+        s.ioeventfds.splice(i, 1);
+        d.touch();
+        return { result: {} };
+      }
+    }
+    return refuse("ENOENT", "ioeventfd not assigned");
+  }
+
   // ---- event channels (dom0's /dev/xen/evtchn) -------------------------------------------------------------
 
   evtchnOpen(client: Client): Reply {
@@ -736,7 +825,8 @@ export class Hypervisor {
       fds.push(s.fd, ...packed.fds);
       const fix = (e: EndpointDescription | null): EndpointDescription | null =>
         e ? { ...e, eventFd: e.eventFd + shift + 1, pendingFd: e.pendingFd < 0 ? -1 : e.pendingFd + shift + 1 } : null;
-      return { id: s.id, ranges: s.ranges, pagesFd: shift, frames: s.frames, endpoints: packed.descs.map(fix) };
+      const ioeventfds = s.ioeventfds.map((e) => ({ addr: e.addr, addrLen: e.addrLen, vq: e.vq, fd: fds.push(e.fd) - 1 }));
+      return { id: s.id, ranges: s.ranges, pagesFd: shift, frames: s.frames, endpoints: packed.descs.map(fix), ioeventfds };
     });
     return { result: { generation, servers: list }, fds };
   }
@@ -759,6 +849,16 @@ export class Hypervisor {
 
   disconnect(client: Client): void {
     this.#clients.delete(client);
+    for (const id of [...client.irqfds.keys()]) this.irqfdDeassign(client, { id });
+    for (const d of this.domains.values()) {
+      for (const s of d.ioreqServers.values()) {
+        const mine = s.ioeventfds.filter((e) => e.client === client.id);
+        if (mine.length === 0) continue;
+        for (const e of mine) closeFd(e.fd);
+        s.ioeventfds = s.ioeventfds.filter((e) => e.client !== client.id);
+        d.touch();
+      }
+    }
     for (const dev of [...client.evtchns.values()]) this.#closeEvtchn(client, dev);
     for (const dev of [...client.gntdevs.values()]) this.#closeGntdev(client, dev);
     if (client.attachedTo) {

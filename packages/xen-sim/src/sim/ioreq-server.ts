@@ -27,6 +27,8 @@ export class IoreqServer {
   readonly bufioreqPort: number;
   readonly ranges: IoRange[] = [];
   enabled = false;
+  /** privcmd ioeventfds registered on this server's ports (the simulator holds a dup of each eventfd). */
+  ioeventfds: { id: number; fd: number; addr: bigint; addrLen: number; vq: number; client: number }[] = [];
   /** 1 buffered frame + the synchronous frames. */
   readonly frames: number;
   readonly fd: number;
@@ -66,6 +68,8 @@ export class IoreqServer {
   }
 
   release(dom: Domain): void {
+    for (const e of this.ioeventfds) closeFd(e.fd);
+    this.ioeventfds = [];
     munmap(this.#mapping);
     closeFd(this.fd);
     void dom;

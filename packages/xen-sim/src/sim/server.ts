@@ -7,6 +7,8 @@ import type { Hypervisor} from "./hypervisor.js";
 import { Client, type Reply } from "./hypervisor.js";
 import type { XenStoreTestServer } from "@xen-vhost/xen-sys/testing";
 
+const FD_METHODS = new Set(["irqfd.assign", "ioeventfd.assign"]);
+
 type Handler = (client: Client, params: never, fds: number[]) => Reply | Promise<Reply>;
 
 interface Conn {
@@ -49,6 +51,10 @@ export class SimServer {
       mmapResource: (c, p) => h.mmapResource(c, p),
       resourceSize: (c, p) => h.resourceSize(c, p),
       restrict: (c, p) => h.restrict(c, p),
+      "irqfd.assign": (c, p, fds) => h.irqfdAssign(c, p, fds),
+      "irqfd.deassign": (c, p) => h.irqfdDeassign(c, p),
+      "ioeventfd.assign": (c, p, fds) => h.ioeventfdAssign(c, p, fds),
+      "ioeventfd.deassign": (c, p) => h.ioeventfdDeassign(c, p),
       "evtchn.open": (c) => h.evtchnOpen(c),
       "evtchn.bindInterdomain": (c, p) => h.evtchnBindInterdomain(c, p),
       "evtchn.bindUnbound": (c, p) => h.evtchnBindUnbound(c, p),
@@ -158,6 +164,10 @@ export class SimServer {
       for (const fd of fds) closeFd(fd);
       fail(new HypervisorError("ENOSYS", `unknown method ${String(req?.method)}`));
       return;
+    }
+    // Only the eventfd registrations take fds; anything else a client attaches is closed.
+    if (!FD_METHODS.has(req.method)) {
+      for (const fd of fds.splice(0)) closeFd(fd);
     }
     try {
       const r = handler(conn.client, (req.params ?? {}) as never, fds);

@@ -27,6 +27,9 @@ export class SimTransport implements XenTransport {
   readonly #rpc: SimRpc;
   readonly #mappings = new Set<ArrayBuffer>();
   readonly #devices = new Set<Disposable & { closed: boolean }>();
+  #caps: TransportCapabilities = { irqfd: true, ioeventfd: true };
+  readonly #irqfds = new Map<number, number>();
+  readonly #ioeventfds = new Map<string, number>();
   #closed = false;
 
   private constructor(path: string, rpc: SimRpc, hello: { arch: XenArch; release: string; xenstore: string | null }) {
@@ -156,17 +159,49 @@ export class SimTransport implements XenTransport {
   }
 
   capabilities(): TransportCapabilities {
-    // The kernel's privcmd irqfd/ioeventfd are not simulated: callers take the userspace path (the one
-    // real Xen takes on kernels before 6.7).
-    return { irqfd: false, ioeventfd: false };
+    // The simulator emulates the kernel's privcmd irqfd/ioeventfd (Linux >= 6.7 with XEN_PRIVCMD_EVENTFD).
+    return this.#caps;
   }
 
-  irqfd(_req: IrqfdRequest): void {
-    throw new XenError("Unsupported", "IOCTL_PRIVCMD_IRQFD: ENOTTY (not simulated)", { op: "IOCTL_PRIVCMD_IRQFD", code: "ENOTTY", errno: 25 });
+  /** Makes capabilities() report a kernel without privcmd eventfd support (to test the userspace path). */
+  disableEventfdOffload(): void {
+    this.#caps = { irqfd: false, ioeventfd: false };
   }
 
-  ioeventfd(_req: IoeventfdRequest): void {
-    throw new XenError("Unsupported", "IOCTL_PRIVCMD_IOEVENTFD: ENOTTY (not simulated)", { op: "IOCTL_PRIVCMD_IOEVENTFD", code: "ENOTTY", errno: 25 });
+  irqfd(req: IrqfdRequest): void {
+    if (!this.#caps.irqfd) throw new XenError("Unsupported", "IOCTL_PRIVCMD_IRQFD: ENOTTY", { op: "IOCTL_PRIVCMD_IRQFD", code: "ENOTTY", errno: 25 });
+    checkDomid(req.domid);
+    const rpc = this.#rpcOpen();
+    if (req.deassign) {
+      const id = this.#irqfds.get(req.eventFd);
+      if (id === undefined) throw new XenError("OperationFailed", "IOCTL_PRIVCMD_IRQFD (deassign): ENOENT", { op: "IOCTL_PRIVCMD_IRQFD", code: "ENOENT", errno: 2 });
+      rpc.call("IOCTL_PRIVCMD_IRQFD", "irqfd.deassign", { id }, { domid: req.domid });
+      this.#irqfds.delete(req.eventFd);
+      return;
+    }
+    if (this.#irqfds.has(req.eventFd)) throw new XenError("OperationFailed", "IOCTL_PRIVCMD_IRQFD: EBUSY", { op: "IOCTL_PRIVCMD_IRQFD", code: "EBUSY", errno: 16 });
+    const { result } = rpc.call<{ id: number }>("IOCTL_PRIVCMD_IRQFD", "irqfd.assign", { domid: req.domid, dmOp: req.dmOp }, { domid: req.domid }, [req.eventFd]);
+    this.#irqfds.set(req.eventFd, result.id);
+  }
+
+  ioeventfd(req: IoeventfdRequest): void {
+    if (!this.#caps.ioeventfd) throw new XenError("Unsupported", "IOCTL_PRIVCMD_IOEVENTFD: ENOTTY", { op: "IOCTL_PRIVCMD_IOEVENTFD", code: "ENOTTY", errno: 25 });
+    checkDomid(req.domid);
+    const rpc = this.#rpcOpen();
+    const key = `${req.domid}:${req.eventFd}`;
+    if (req.deassign) {
+      const id = this.#ioeventfds.get(key);
+      if (id === undefined) throw new XenError("OperationFailed", "IOCTL_PRIVCMD_IOEVENTFD (deassign): ENOENT", { op: "IOCTL_PRIVCMD_IOEVENTFD", code: "ENOENT", errno: 2 });
+      rpc.call("IOCTL_PRIVCMD_IOEVENTFD", "ioeventfd.deassign", { domid: req.domid, id }, { domid: req.domid });
+      this.#ioeventfds.delete(key);
+      return;
+    }
+    // drivers/xen/privcmd.c privcmd_ioeventfd_assign: the same eventfd twice is -EBUSY.
+    if (this.#ioeventfds.has(key)) throw new XenError("OperationFailed", "IOCTL_PRIVCMD_IOEVENTFD: EBUSY", { op: "IOCTL_PRIVCMD_IOEVENTFD", code: "EBUSY", errno: 16 });
+    const { result } = rpc.call<{ id: number }>("IOCTL_PRIVCMD_IOEVENTFD", "ioeventfd.assign", {
+      domid: req.domid, ports: [...req.ports], addr: req.addr, addrLen: req.addrLen, vq: req.vq,
+    }, { domid: req.domid }, [req.eventFd]);
+    this.#ioeventfds.set(key, result.id);
   }
 
   openEventChannels(): EventChannelDevice {
