@@ -364,6 +364,12 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
     await this.#reconnectNow(true);
   }
 
+  /** Reconnect attempts (dial + replay) before giving up: `reconnect.attempts`, default 50. */
+  get #reconnectAttempts(): number {
+    const r = this.#opts.reconnect;
+    return typeof r === "object" ? (r.attempts ?? 50) : 50;
+  }
+
   async #reconnectNow(saveState: boolean): Promise<void> {
     let open!: () => void;
     this.#gate = new Promise<void>((r) => (open = r));
@@ -380,16 +386,28 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
             }
           }
         }
-        this.#conn?.close();
-        this.#backendChannel?.close();
-        this.#backendChannel = undefined;
-        const stream = await this.#dial!();
-        if (this.#closed) {
-          stream.close();
-          throw new VhostUserError("Disconnected", "front-end closed while reconnecting");
+        const attempts = this.#reconnectAttempts;
+        for (let attempt = 1; ; attempt++) {
+          this.#conn?.close();
+          this.#backendChannel?.close();
+          this.#backendChannel = undefined;
+          try {
+            const stream = await this.#dial!();
+            if (this.#closed) {
+              stream.close();
+              throw new VhostUserError("Disconnected", "front-end closed while reconnecting");
+            }
+            this.#attach(stream);
+            await this.#replay();
+            return;
+          } catch (err) {
+            // A dying back-end can still accept a connection and then reset it mid-replay: dial again.
+            const e = err instanceof VhostUserError ? err : new VhostUserError("SocketBroken", String(err), { cause: err });
+            if (this.#closed || !e.shouldReconnect || attempt >= attempts) throw e;
+            this.#log.warn("reconnect attempt failed; retrying", { attempt, kind: e.kind, error: e.message });
+            await new Promise((r) => setTimeout(r, Math.min(20 * attempt, 500)));
+          }
         }
-        this.#attach(stream);
-        await this.#replay();
       });
     } finally {
       this.#reconnecting = false;

@@ -3,7 +3,7 @@
 // (needs dpdk-dev, make, a C compiler) into a cache directory and starts it itself.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
+import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { EventFd } from "@xen-vhost/vmm-sys-util";
@@ -40,18 +40,24 @@ describe.skipIf(!hasTools)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk-dev, m
   let leaks: ReturnType<typeof fdLeakCheck>;
   const cleanup: (() => void)[] = [];
 
-  beforeAll(async () => {
-    const bin = buildVhostBlk();
-    dir = mkdtempSync(join(tmpdir(), "dpdk-blk-"));
-    mkdirSync(dir, { recursive: true });
+  let bin: string;
+  let starts = 0;
+  async function start(): Promise<void> {
     socket = join(dir, "vhost.socket"); // the example always listens on $PWD/vhost.socket
+    rmSync(socket, { force: true });
     const log = openSync(join(dir, "vhost-blk.log"), "a");
-    child = spawn(bin, ["-l", "1", "--no-huge", "-m", "512", "--no-pci", "--iova-mode=va", `--file-prefix=vublk${process.pid}`], { cwd: dir, stdio: ["ignore", log, log] });
+    child = spawn(bin, ["-l", "1", "--no-huge", "-m", "512", "--no-pci", "--iova-mode=va", `--file-prefix=vublk${process.pid}-${starts++}`], { cwd: dir, stdio: ["ignore", log, log] });
     closeSync(log);
     const c = child;
     exited = new Promise((r) => c.once("exit", () => r()));
     for (let i = 0; i < 150 && !existsSync(socket) && c.exitCode === null; i++) await new Promise((r) => setTimeout(r, 100));
     if (!existsSync(socket)) throw new Error(`vhost-blk did not start: ${readFileSync(join(dir, "vhost-blk.log"), "utf8")}`);
+  }
+
+  beforeAll(async () => {
+    bin = buildVhostBlk();
+    dir = mkdtempSync(join(tmpdir(), "dpdk-blk-"));
+    await start();
   }, 180_000);
   afterAll(async () => {
     if (child && child.exitCode === null) child.kill("SIGTERM");
@@ -68,8 +74,15 @@ describe.skipIf(!hasTools)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk-dev, m
     expect(leaks.check()).toEqual([]);
   });
 
-  it("STATUS + INFLIGHT_SHMFD: I/O, then a planned reconnect that replays the inflight area and ring state", async () => {
-    const fe = await Frontend.connect(socket, { timeoutMs: 3000 });
+  interface Session {
+    fe: Frontend;
+    mem: GuestMemory;
+    q: DriverQueue<number>;
+    kick: EventFd;
+  }
+
+  async function session(options: Parameters<typeof Frontend.connect>[1] = {}): Promise<Session> {
+    const fe = await Frontend.connect(socket, { timeoutMs: 3000, ...options });
     cleanup.push(() => fe.close());
     const n = await fe.negotiate({ features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES });
     expect(describeProtocolFeatures(n.protocolFeatures)).toEqual(expect.arrayContaining(["INFLIGHT_SHMFD", "STATUS", "REPLY_ACK", "CONFIG"]));
@@ -88,31 +101,52 @@ describe.skipIf(!hasTools)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk-dev, m
       kick: kick.fd, call: call.fd,
     });
     await fe.driverOk();
+    return { fe, mem, q, kick };
+  }
 
-    const HDR = 0x10_0000, DATA = 0x20_0000, STATUS = 0x30_0000;
-    async function io(type: number, sector: bigint, len: number, data?: Uint8Array): Promise<{ status: number; data: Uint8Array }> {
-      const hdr = new Uint8Array(16);
-      new DataView(hdr.buffer).setUint32(0, type, true);
-      new DataView(hdr.buffer).setBigUint64(8, sector, true);
-      mem.write(HDR, hdr);
-      mem.write(STATUS, Uint8Array.of(0xff));
-      if (data) mem.write(DATA, data);
-      const buf = { addr: DATA, len };
-      q.add(data
-        ? { readable: [{ addr: HDR, len: 16 }, buf], writable: [{ addr: STATUS, len: 1 }] }
-        : { readable: [{ addr: HDR, len: 16 }], writable: [buf, { addr: STATUS, len: 1 }] });
-      kick.write(1);
-      for (let i = 0; i < 3000 && !q.hasUsed(); i++) await new Promise((r) => setTimeout(r, 1));
-      if (!q.getUsed()) throw new Error("no used element");
-      return { status: mem.read(STATUS, 1)[0]!, data: mem.read(DATA, len) };
-    }
-    const pattern = Uint8Array.from({ length: 4096 }, (_, i) => (i * 7 + 3) & 0xff);
-    expect((await io(1, 8n, 4096, pattern)).status).toBe(0);
-    expect((await io(0, 8n, 4096)).data).toEqual(pattern);
+  const HDR = 0x10_0000, DATA = 0x20_0000, STATUS = 0x30_0000;
+  async function io(s: Session, type: number, sector: bigint, len: number, data?: Uint8Array): Promise<{ status: number; data: Uint8Array }> {
+    const hdr = new Uint8Array(16);
+    new DataView(hdr.buffer).setUint32(0, type, true);
+    new DataView(hdr.buffer).setBigUint64(8, sector, true);
+    s.mem.write(HDR, hdr);
+    s.mem.write(STATUS, Uint8Array.of(0xff));
+    if (data) s.mem.write(DATA, data);
+    const buf = { addr: DATA, len };
+    s.q.add(data
+      ? { readable: [{ addr: HDR, len: 16 }, buf], writable: [{ addr: STATUS, len: 1 }] }
+      : { readable: [{ addr: HDR, len: 16 }], writable: [buf, { addr: STATUS, len: 1 }] });
+    s.kick.write(1);
+    for (let i = 0; i < 3000 && !s.q.hasUsed(); i++) await new Promise((r) => setTimeout(r, 1));
+    if (!s.q.getUsed()) throw new Error("no used element");
+    return { status: s.mem.read(STATUS, 1)[0]!, data: s.mem.read(DATA, len) };
+  }
+  const pattern = Uint8Array.from({ length: 4096 }, (_, i) => (i * 7 + 3) & 0xff);
 
-    await fe.reconnect();
-    expect(fe.connected).toBe(true);
-    expect((await io(0, 8n, 4096)).data).toEqual(pattern);
-    expect(await fe.getVringBase(0)).toBe(3);
+  it("STATUS + INFLIGHT_SHMFD: I/O, then a planned reconnect that replays the inflight area and ring state", async () => {
+    const s = await session();
+    expect((await io(s, 1, 8n, 4096, pattern)).status).toBe(0);
+    expect((await io(s, 0, 8n, 4096)).data).toEqual(pattern);
+    await s.fe.reconnect();
+    expect(s.fe.connected).toBe(true);
+    expect((await io(s, 0, 8n, 4096)).data).toEqual(pattern);
+    expect(await s.fe.getVringBase(0)).toBe(3);
+  }, 60_000);
+
+  it("crash + restart: the ring resumes from the inflight area's used_idx (no restoreVringBase hook)", async () => {
+    const s = await session({ reconnect: { attempts: 300, initialDelayMs: 10, maxDelayMs: 50 } });
+    expect((await io(s, 1, 16n, 4096, pattern)).status).toBe(0);
+    expect((await io(s, 0, 16n, 4096)).data).toEqual(pattern);
+    const reconnected = new Promise<void>((r) => s.fe.once("reconnect", r));
+    child.kill("SIGKILL");
+    await exited;
+    await start();
+    await reconnected;
+    expect(s.fe.connected).toBe(true);
+    // the RAM disk died with the process; the ring did not: the next request is served in place
+    expect((await io(s, 1, 24n, 4096, pattern)).status).toBe(0);
+    expect((await io(s, 0, 24n, 4096)).data).toEqual(pattern);
+    // 2 requests before the crash + 2 after: the base given to the new process was the inflight used_idx (2)
+    expect(await s.fe.getVringBase(0)).toBe(4);
   }, 60_000);
 });
