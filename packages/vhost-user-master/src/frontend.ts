@@ -387,6 +387,8 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
           }
         }
         const attempts = this.#reconnectAttempts;
+        // What the old back-end had, taken once: a failed attempt must not shrink it for the next one.
+        const wanted = { features: this.#features, protocol: this.#protocol };
         for (let attempt = 1; ; attempt++) {
           this.#conn?.close();
           this.#backendChannel?.close();
@@ -398,7 +400,7 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
               throw new VhostUserError("Disconnected", "front-end closed while reconnecting");
             }
             this.#attach(stream);
-            await this.#replay();
+            await this.#replay(wanted);
             return;
           } catch (err) {
             // A dying back-end can still accept a connection and then reset it mid-replay: dial again.
@@ -419,9 +421,9 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
   }
 
   /** Sends the recorded state to a fresh back-end (after reconnect). */
-  async #replay(): Promise<void> {
-    const wantedFeatures = this.#features;
-    const wantedProtocol = this.#protocol;
+  async #replay(wanted: { features: bigint | undefined; protocol: bigint }): Promise<void> {
+    const wantedFeatures = wanted.features;
+    const wantedProtocol = wanted.protocol;
     this.#protocol = 0n;
     this.#protocolNegotiated = false;
     const offered = await this.getFeatures();
@@ -437,13 +439,17 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
     if (this.#wantBackendReq && this.hasProtocolFeature("BACKEND_REQ")) await this.enableBackendRequests();
     if (wantedFeatures !== undefined) await this.setFeatures(wantedFeatures);
     if (this.#memory.size > 0) {
-      const entries = [...this.#memory.values()];
+      // The record stays intact until the new back-end has the memory: a failed attempt retries with it.
+      const saved = this.#memory;
       this.#memory = new Map();
       try {
-        await this.#sendMemory(entries.map((e) => ({ region: e.region, fd: e.fd })));
-      } finally {
-        for (const e of entries) closeFd(e.fd);
+        await this.#sendMemory([...saved.values()].map((e) => ({ region: e.region, fd: e.fd })));
+      } catch (err) {
+        for (const { fd } of this.#memory.values()) closeFd(fd);
+        this.#memory = saved;
+        throw err;
       }
+      for (const { fd } of saved.values()) closeFd(fd);
     }
     if (this.#inflight) {
       const inf = this.#inflight;

@@ -306,6 +306,35 @@ describe("connection modes and reconnect", () => {
     expect(existsSync(path)).toBe(false); // listen() created the socket file, close() removes it
   });
 
+  it("a back-end that accepts and then dies during the replay: the front-end dials again", async () => {
+    const path = join(dir, "flaky.sock");
+    const fePromise = Frontend.listen(path, { reconnect: { attempts: 5 }, timeoutMs: 1000, acceptTimeoutMs: 2000 });
+    const be1 = new FakeBackend(UnixStream.connect(path));
+    const fe = await fePromise;
+    cleanup.push(() => fe.close(), () => be1.close());
+    await fe.negotiate();
+    await fe.setMemory(memfdRegions(1).regions);
+    const warnings: string[] = [];
+    const reconnected = new Promise<void>((r) => fe.once("reconnect", r));
+    be1.close();
+    await tick(20);
+    // the next back-end dies at its first request of the replay
+    const flaky = new FakeBackend(UnixStream.connect(path), { behaviour: (_m, api) => (api.close(), true) });
+    cleanup.push(() => flaky.close());
+    fe.on("disconnect", (e) => warnings.push(e.kind));
+    await tick(50);
+    const be3 = new FakeBackend(UnixStream.connect(path));
+    cleanup.push(() => be3.close());
+    await reconnected;
+    expect(flaky.names).toEqual(["GET_FEATURES"]);
+    // the full state reached the third back-end, protocol features and memory included
+    expect(be3.names).toEqual(["GET_FEATURES", "GET_PROTOCOL_FEATURES", "SET_PROTOCOL_FEATURES", "SET_OWNER", "SET_BACKEND_REQ_FD", "SET_FEATURES",
+      "GET_MAX_MEM_SLOTS", "ADD_MEM_REG"]);
+    expect(be3.protocolFeatures).toBe(FAKE_PROTOCOL_FEATURES);
+    expect(fe.connected).toBe(true);
+    expect(warnings).toEqual([]); // replay failures are retried inside the reconnect, not reported as new disconnects
+  });
+
   it("client mode: planned reconnect saves ring bases with GET_VRING_BASE and replays them", async () => {
     const path = join(dir, "be.sock");
     const { UnixListener } = await import("@xen-vhost/vmm-sys-util");
