@@ -1,8 +1,9 @@
-// XenNotifier's privcmd kernel path: which doorbells and lines it hands to IOCTL_PRIVCMD_IOEVENTFD /
-// IOCTL_PRIVCMD_IRQFD, with which arguments, and how it falls back. The simulator has no privcmd eventfd
-// (its capabilities() says false), so the transport here is the simulator's with those two ioctls replaced
-// by a recorder that can be told to fail as the kernel does (ENOTTY without CONFIG_XEN_PRIVCMD_EVENTFD,
-// EBUSY for a reused eventfd). Everything else (dm_ops, the line the guest sees) is the simulator's.
+// XenNotifier's privcmd kernel path at the ioctl boundary: which doorbells and lines it hands to
+// IOCTL_PRIVCMD_IOEVENTFD / IOCTL_PRIVCMD_IRQFD, with which exact arguments, and how it falls back. The
+// simulator's transport is used with those two ioctls replaced by a recorder that can be told to fail as the
+// kernel does (ENOTTY without CONFIG_XEN_PRIVCMD_EVENTFD, EBUSY for a reused eventfd); everything else (dm_ops,
+// the line the guest sees) is the simulator's. The offload working end to end (the simulator emulates
+// privcmd's ioeventfd/irqfd) is in xen-sim.test.ts.
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { Xen, XenError, dmOps, type IoeventfdRequest, type IrqfdRequest, type XenTransport } from "@xen-vhost/xen-sys";

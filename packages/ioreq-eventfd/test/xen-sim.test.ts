@@ -8,7 +8,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { EventFd, FdWatcher } from "@xen-vhost/vmm-sys-util";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { IoReq, IOREQ_TYPE, STATE_IOREQ_READY, STATE_IORESP_READY, Xen } from "@xen-vhost/xen-sys";
-import { startSimulator, type Simulator } from "@xen-vhost/xen-sim";
+import { startSimulator, type SimTransport, type Simulator } from "@xen-vhost/xen-sim";
 import { IoreqServer, XenNotifier, type IoHandler, type Logger } from "../src/index.js";
 
 const BASE = 0x2000000n;
@@ -280,13 +280,20 @@ describe("Xen ioreq server on xen-sim", () => {
   });
 });
 
+/** A transport that reports a pre-6.7 kernel (no privcmd ioeventfd/irqfd), as xen-sim can. */
+function userspaceOnly(sim: Simulator): SimTransport {
+  const t = sim.connect();
+  t.disableEventfdOffload();
+  return t;
+}
+
 function domainBusy(server: IoreqServer): boolean {
   // The held request is INPROCESS in vCPU 0's slot.
   const b = new Uint8Array(server.ioreqPages);
   return (Atomics.load(b, 30) & 0xf) === 2;
 }
 
-describe("XenNotifier on xen-sim (userspace relay: the simulator has no privcmd eventfd)", () => {
+describe("XenNotifier on xen-sim, userspace relay (the transport reports a kernel without privcmd eventfd)", () => {
   let sim: Simulator;
   let leaks: ReturnType<typeof fdLeakCheck>;
   beforeEach(async () => {
@@ -300,7 +307,7 @@ describe("XenNotifier on xen-sim (userspace relay: the simulator has no privcmd 
   });
 
   it("a QueueNotify write with a matching queue index signals the ioeventfd; others reach the device", async () => {
-    const xen = tracked(Xen.open({ transport: sim.connect() }));
+    const xen = tracked(Xen.open({ transport: userspaceOnly(sim) }));
     const server = tracked(IoreqServer.create({ xen, domid: 1 }));
     const dev = registers();
     server.mapMmio(BASE, 0x200, dev.handler);
@@ -344,7 +351,7 @@ describe("XenNotifier on xen-sim (userspace relay: the simulator has no privcmd 
   });
 
   it("irqfd raises the SPI the guest sees; the device model lowers it on the guest's ACK", async () => {
-    const xen = tracked(Xen.open({ transport: sim.connect() }));
+    const xen = tracked(Xen.open({ transport: userspaceOnly(sim) }));
     const server = tracked(IoreqServer.create({ xen, domid: 1 }));
     const notifier = new XenNotifier(server);
     const kick = notifier.ioeventfd({ addr: BASE + 0x50n, len: 4, datamatch: 0n });
@@ -376,7 +383,7 @@ describe("XenNotifier on xen-sim (userspace relay: the simulator has no privcmd 
   });
 
   it("edge irqfds pulse the line; closing a level irqfd lowers it; closing the server closes the notifier", async () => {
-    const xen = tracked(Xen.open({ transport: sim.connect() }));
+    const xen = tracked(Xen.open({ transport: userspaceOnly(sim) }));
     const server = tracked(IoreqServer.create({ xen, domid: 1 }));
     const notifier = new XenNotifier(server);
     const level = notifier.irqfd({ line: SPI, trigger: "level" });
@@ -397,5 +404,80 @@ describe("XenNotifier on xen-sim (userspace relay: the simulator has no privcmd 
     expect(notifier.closed).toBe(true);
     expect(edge.closed).toBe(true);
     xen.transport.close();
+  });
+});
+
+describe("XenNotifier on xen-sim, kernel offload (the simulator emulates privcmd ioeventfd/irqfd)", () => {
+  let sim: Simulator;
+  let leaks: ReturnType<typeof fdLeakCheck>;
+  beforeEach(async () => {
+    leaks = fdLeakCheck();
+    sim = await startSimulator({ domains: [{ domid: 1, name: "guest1", ram: 16 << 20, vcpus: 2 }] });
+  });
+  afterEach(async () => {
+    closeLeftovers();
+    await sim.close();
+    expect(leaks.check()).toEqual([]);
+  });
+
+  it("QueueNotify writes matching a queue index never reach the device model; others and closed ones do", async () => {
+    const xen = tracked(Xen.open({ transport: sim.connect() }));
+    const server = tracked(IoreqServer.create({ xen, domid: 1 }));
+    const dev = registers();
+    server.mapMmio(BASE, 0x200, dev.handler);
+    const notifier = new XenNotifier(server);
+    expect(notifier.kind).toBe("xen-kernel");
+    const q0 = notifier.ioeventfd({ addr: BASE + 0x50n, len: 4, datamatch: 0n });
+    const q1 = notifier.ioeventfd({ addr: BASE + 0x50n, len: 4, datamatch: 1n });
+    const any = notifier.ioeventfd({ addr: BASE + 0x54n, len: 0 }); // any width: privcmd cannot, userspace does
+    expect([q0.kind, q1.kind, any.kind]).toEqual(["xen-kernel", "xen-kernel", "xen-userspace"]);
+    sim.unpause(1);
+    const run = async (accesses: unknown[]): Promise<unknown> =>
+      sim.startGuest({ domid: 1, vcpu: 1, program: "mmio", args: { accesses } }).result;
+    await run([
+      { op: "w", addr: "0x2000050", value: 1 },
+      { op: "w", addr: "0x2000050", value: 0 },
+      { op: "w", addr: "0x2000050", value: 1 },
+      { op: "w", addr: "0x2000050", value: 2 }, // no queue 2: the kernel puts it back, the device model gets it
+      { op: "w", addr: "0x2000054", size: 1, value: 9 },
+    ]);
+    expect([q0.eventfd.read(), q1.eventfd.read(), any.eventfd.read()]).toEqual([1n, 2n, 1n]);
+    expect(dev.log).toEqual(["w 50/4=2"]);
+    expect(server.stats).toMatchObject({ handled: 2, doorbells: 1 });
+    q1.close(); // deassigned in the "kernel": the next write exits to the device model again
+    await run([{ op: "w", addr: "0x2000050", value: 1 }]);
+    expect(dev.log).toEqual(["w 50/4=2", "w 50/4=1"]);
+    notifier.close();
+    server.close();
+  });
+
+  it("a guest kicks through the kernel ioeventfd and takes the kernel irqfd's interrupt; its ACK lowers the line", async () => {
+    const xen = tracked(Xen.open({ transport: sim.connect() }));
+    const server = tracked(IoreqServer.create({ xen, domid: 1 }));
+    const notifier = new XenNotifier(server);
+    const kick = notifier.ioeventfd({ addr: BASE + 0x50n, len: 4, datamatch: 0n });
+    const call = notifier.irqfd({ line: SPI, trigger: "level" });
+    expect([kick.kind, call.kind]).toEqual(["xen-kernel", "xen-kernel"]);
+    let isr = 0;
+    const backend = new FdWatcher(kick.eventfd.fd, () => {
+      if (kick.eventfd.read() === null) return;
+      isr |= 1;
+      call.eventfd.write(1);
+    }).start();
+    server.mapMmio(BASE, 0x200, {
+      read: (off) => (off === 0x60 ? isr : 0),
+      write: (off, _size, v) => {
+        if (off !== 0x64) return;
+        isr &= ~Number(v);
+        if (isr === 0) call.deassert();
+      },
+    });
+    sim.unpause(1);
+    const g = sim.startGuest({ domid: 1, program: fixture("irq-guest.mjs"), args: { base: "0x2000000", irq: SPI } });
+    expect(await g.result).toEqual({ isr: 1, levelAfterAck: false });
+    expect(server.stats.handled).toBe(2); // the ISR read and the ACK; the kick never came here
+    backend.close();
+    notifier.close();
+    server.close();
   });
 });
