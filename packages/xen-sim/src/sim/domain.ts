@@ -176,6 +176,18 @@ export class Domain {
     return BigInt(this.ram.reduce((n, b) => n + b.size, 0) / PAGE_SIZE);
   }
 
+  /** SHUTDOWN_* code once shut down (SCHEDOP_shutdown or XEN_DMOP_remote_shutdown). */
+  shutdownReason: number | undefined;
+
+  /** domain_shutdown: vCPUs stop running (the guest processes see the domain as dying). */
+  shutdown(reason: number): void {
+    if (this.shutdownReason !== undefined) return;
+    this.shutdownReason = reason;
+    Atomics.or(this.words, DOMPAGE_FLAGS / 4, DOMPAGE_FLAG_DYING);
+    for (const w of this.vcpuWake) w.write(1);
+    this.upcall.write(1);
+  }
+
   /** domain_kill: marks dying, wakes every vCPU so blocked guests notice, releases memory. */
   destroy(): void {
     if (this.dying) return;

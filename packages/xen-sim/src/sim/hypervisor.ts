@@ -163,6 +163,7 @@ export class Hypervisor {
     const running = !d.paused && !d.dying && d.attached > 0;
     const flags =
       (d.dying ? XEN_DOMINF.dying : 0) |
+      (d.shutdownReason !== undefined ? XEN_DOMINF.shutdown | (d.shutdownReason << 16) : 0) |
       XEN_DOMINF.hvm_guest |
       XEN_DOMINF.hap |
       (d.paused ? XEN_DOMINF.paused : 0) |
@@ -270,8 +271,11 @@ export class Hypervisor {
     const op = dv(b0).getUint32(XenDmOp.offsetOf("op"), true);
     const pad = dv(b0).getUint32(XenDmOp.offsetOf("pad"), true);
     if (pad !== 0) refuse("EINVAL", "xen_dm_op pad");
-    const write = <F extends Record<string, FieldSpec>>(layout: StructLayout<F>, value: Parameters<StructLayout<F>["write"]>[2]): void =>
+    const write = <F extends Record<string, FieldSpec>>(layout: StructLayout<F>, value: Parameters<StructLayout<F>["write"]>[2]): void => {
+      // common dm.c copies the whole struct xen_dm_op back: a shorter buffer is -EFAULT (copy_buf_to_guest).
+      if (b0.byteLength < XenDmOp.size) refuse("EFAULT", `dm_op buffer of ${b0.byteLength} bytes, ${XenDmOp.size} needed for the result`);
       layout.write(dv(b0), XEN_DM_OP_PAYLOAD_OFFSET, value);
+    };
     const server = (id: number): IoreqServer => {
       const s = d.ioreqServers.get(id);
       if (!s) return refuse("ENOENT", `no ioreq server ${id} on domain ${d.domid}`);
@@ -354,8 +358,9 @@ export class Hypervisor {
         write(XenDmOpNrVcpus, { vcpus: d.vcpus });
         break;
       case XEN_DMOP.remote_shutdown: {
-        readPayload(XenDmOpRemoteShutdown, b0);
-        this.destroyDomain(d.domid);
+        // domain_shutdown(d, reason): the vCPUs stop, the domain stays until the toolstack destroys it.
+        const a = readPayload(XenDmOpRemoteShutdown, b0);
+        d.shutdown(a.reason & 0xff);
         break;
       }
       default:
