@@ -109,8 +109,8 @@ export function parseDeviceName(where: string, name: string | number | undefined
   if (byName) return byName.id;
   const dt = parseDtCompatible(name);
   if (dt !== undefined) return dt;
-  const n = int(where, name, 1, 0xffff);
-  if (n === undefined || !deviceType(n)) throw new ConfigError(where, `unknown device type ${JSON.stringify(name)} (try rng, i2c, gpio, blk, fs, net, or a virtio id)`);
+  const n = /^(0[xX][0-9a-fA-F]+|[0-9]+)$/.test(name.trim()) ? Number(name.trim()) : NaN;
+  if (!deviceType(n)) throw new ConfigError(where, `unknown device type ${JSON.stringify(name)} (try rng, i2c, gpio, blk, fs, net, or a virtio id)`);
   return n;
 }
 

@@ -1,0 +1,326 @@
+// The bridge: for each guest an IOREQ server, its notifier and a foreign mapping of its RAM; for each device
+// a vhost-user backend behind a virtio-mmio register file in the guest's MMIO window. Many guests and
+// devices share one process and one event loop; one failing device never stops the others.
+import { EventEmitter } from "eventemitter3";
+import type { Logger } from "@xen-vhost/vmm-sys-util";
+import { Xen, XenStore, type XenTransport } from "@xen-vhost/xen-sys";
+import { guestToUserAddr } from "@xen-vhost/vm-memory";
+import { discoverGuestRam, guestMemoryFromLayout, type XenGuestMemory } from "@xen-vhost/vm-memory-xen";
+import { IoreqServer, XenNotifier, type Ioeventfd, type Irqfd } from "@xen-vhost/ioreq-eventfd";
+import { VirtioMmioTransport, deviceType, VIRTIO_MMIO_WINDOW, type QueueConfig } from "@xen-vhost/virtio-mmio";
+import { Frontend, fromCRegion } from "@xen-vhost/vhost-user-master";
+import { VhostUserDevice } from "./vhost-user-device.js";
+import { BackendProcess } from "./backend-process.js";
+import { socketFor, type BridgeConfig, type DeviceConfig } from "./config.js";
+import { XenbusDiscovery, XenbusState, type DiscoveredDevice } from "./discovery.js";
+import type { JsonLogger } from "./log.js";
+import type { CounterSource } from "./metrics.js";
+
+/** virtio-mmio QueueNotify: the doorbell every queue's ioeventfd sits on (datamatch = queue index). */
+const QUEUE_NOTIFY = 0x50n;
+
+export interface BridgeEvents {
+  /** A device's driver set DRIVER_OK and the backend runs. */
+  deviceReady: [key: string];
+  /** A device was torn down (guest gone, backend gone for good, or shutdown). */
+  deviceRemoved: [key: string, reason: string];
+}
+
+/** Where a device lives and what serves it. */
+export interface DevicePlacement {
+  key: string;
+  domid: number;
+  deviceId: number;
+  base: bigint;
+  irq: number;
+  config: DeviceConfig;
+  /** The xenstore entry it came from, if discovered. */
+  discovered?: DiscoveredDevice;
+}
+
+interface Guest {
+  domid: number;
+  server: IoreqServer;
+  notifier: XenNotifier;
+  memory: XenGuestMemory;
+  devices: Set<string>;
+}
+
+interface RunningDevice {
+  placement: DevicePlacement;
+  device: VhostUserDevice;
+  mmio: VirtioMmioTransport;
+  kicks: Map<number, Ioeventfd>;
+  irq: Irqfd;
+  unmap: () => void;
+  backend: BackendProcess | undefined;
+  counters: { ioreqs: number; kicks: number; interrupts: number; configReads: number; errors: number };
+}
+
+export interface BridgeOptions {
+  config: BridgeConfig;
+  /** The way to Xen: privcmd in dom0, or a simulator's transport. */
+  transport: XenTransport;
+  /** XenStore socket (default: xen-sys's default, /var/run/xenstored/socket or /dev/xen/xenbus). */
+  xenstorePath?: string;
+  logger: JsonLogger;
+}
+
+export class Bridge extends EventEmitter<BridgeEvents> {
+  readonly #opts: BridgeOptions;
+  readonly #log: JsonLogger;
+  readonly xen: Xen;
+  #xs: XenStore | undefined;
+  #discovery: XenbusDiscovery | undefined;
+  readonly #guests = new Map<number, Guest>();
+  readonly #devices = new Map<string, RunningDevice>();
+  readonly #starting = new Map<string, Promise<void>>();
+  /** Per device type, how many discovered devices got a directory-prefix socket (xen-vhost-frontend's N). */
+  readonly #socketIndex = new Map<number, number>();
+  #closed = false;
+
+  constructor(options: BridgeOptions) {
+    super();
+    this.#opts = options;
+    this.#log = options.logger;
+    this.xen = Xen.open({ transport: options.transport, logger: this.#log.child({ module: "xen-sys" }) });
+  }
+
+  /** Starts static devices, and watches xenstore for the others. */
+  async start(): Promise<void> {
+    const cfg = this.#opts.config;
+    for (const d of cfg.devices) {
+      if (d.domid === undefined || d.mmioBase === undefined || d.irq === undefined || d.deviceId === undefined) continue;
+      const key = `static/${d.domid}/${d.mmioBase.toString(16)}`;
+      await this.#startDevice({ key, domid: d.domid, deviceId: d.deviceId, base: d.mmioBase, irq: d.irq, config: d });
+    }
+    if (!cfg.discovery) return;
+    this.#xs = await XenStore.open({
+      ...(this.#opts.xenstorePath ? { socketPath: this.#opts.xenstorePath } : {}),
+      reconnect: true,
+      logger: this.#log.child({ module: "xenstore" }),
+    });
+    const disc = new XenbusDiscovery(this.#xs, { backendDomid: cfg.backendDomid, logger: this.#log.child({ module: "discovery" }) });
+    this.#discovery = disc;
+    disc.on("added", (dev) => void this.#onDiscovered(dev));
+    disc.on("removed", (key, reason) => void this.removeDevice(key, reason));
+    await disc.start();
+  }
+
+  /** Picks the configured backend for a discovered device: first one whose type matches (or is unset). */
+  #configFor(dev: DiscoveredDevice): DeviceConfig | undefined {
+    return this.#opts.config.devices.find(
+      (d) => d.domid === undefined && (d.deviceId === undefined || dev.deviceId === undefined || d.deviceId === dev.deviceId),
+    );
+  }
+
+  async #onDiscovered(dev: DiscoveredDevice): Promise<void> {
+    const config = this.#configFor(dev);
+    const deviceId = dev.deviceId ?? config?.deviceId ?? deviceType("blk")!.id;
+    if (!config) {
+      this.#log.warn("no backend configured for this device type; leaving it alone", { device: dev.key, deviceId });
+      return;
+    }
+    const placement: DevicePlacement = { key: dev.key, domid: dev.domid, deviceId, base: dev.base, irq: dev.irq, config, discovered: dev };
+    try {
+      await this.#startDevice(placement);
+      // libxl (4.17) waits for InitWait before it lets the guest run; Connected says the backend is up.
+      await this.#discovery?.setState(dev, XenbusState.InitWait);
+      await this.#discovery?.setState(dev, XenbusState.Connected);
+    } catch {
+      // #startDevice logged it; the toolstack times out on its own
+    }
+  }
+
+  #socketPath(p: DevicePlacement): string {
+    const s = p.config.socket;
+    if (!s.endsWith("/")) return s;
+    const n = this.#socketIndex.get(p.deviceId) ?? 0;
+    this.#socketIndex.set(p.deviceId, n + 1);
+    return socketFor(s, p.deviceId, n);
+  }
+
+  #guest(domid: number): Guest {
+    const existing = this.#guests.get(domid);
+    if (existing) return existing;
+    const log = this.#log.child({ domid });
+    const layout = discoverGuestRam(this.xen, domid);
+    log.info("guest RAM", { banks: layout.banks.map((b) => ({ base: b.base, size: b.size })), source: layout.source });
+    // Foreign-map all of RAM before the guest can probe: mapping late can time out the guest kernel.
+    const memory = guestMemoryFromLayout(this.xen.transport, layout, { logger: log });
+    let server: IoreqServer | undefined;
+    try {
+      // The transport is shared with other guests and sysctls, so it is not restricted to this guest;
+      // the event-channel fd is (IOCTL_EVTCHN_RESTRICT_DOMID).
+      server = IoreqServer.create({ xen: this.xen, domid, restrictTransport: false, logger: log.child({ module: "ioreq" }) });
+      const notifier = new XenNotifier(server, { logger: log.child({ module: "notifier" }) });
+      const guest: Guest = { domid, server, notifier, memory, devices: new Set() };
+      server.on("close", (cause) => {
+        if (cause) log.error("ioreq server failed", { error: cause });
+        void this.#dropGuest(domid, cause ? `ioreq server failed: ${cause.message}` : "ioreq server closed");
+      });
+      this.#guests.set(domid, guest);
+      return guest;
+    } catch (err) {
+      server?.close();
+      memory.close();
+      throw err;
+    }
+  }
+
+  async #startDevice(p: DevicePlacement): Promise<void> {
+    if (this.#devices.has(p.key) || this.#starting.has(p.key)) return;
+    const run = this.#startDeviceNow(p).finally(() => this.#starting.delete(p.key));
+    this.#starting.set(p.key, run);
+    return run;
+  }
+
+  async #startDeviceNow(p: DevicePlacement): Promise<void> {
+    const log = this.#log.child({ device: p.key, type: deviceType(p.deviceId)?.name ?? p.deviceId });
+    const undo: (() => void)[] = [];
+    try {
+      const socket = this.#socketPath(p);
+      let backend: BackendProcess | undefined;
+      if (p.config.backendCmd) {
+        backend = new BackendProcess({ command: p.config.backendCmd, socket, logger: log.child({ module: "backend" }) });
+        await backend.start();
+        const b = backend;
+        undo.push(() => void b.stop());
+      }
+      const guest = this.#guest(p.domid);
+      const frontendOptions = { logger: log.child({ module: "vhost-user" }), reconnect: true };
+      const frontend = p.config.socketMode === "server" ? await Frontend.listen(socket, frontendOptions) : await Frontend.connect(socket, frontendOptions);
+      undo.push(() => frontend.close());
+      const type = deviceType(p.deviceId);
+      const regions = () => guest.memory.vhostUserRegions();
+      const kicks = new Map<number, Ioeventfd>();
+      undo.push(() => kicks.forEach((k) => k.close()));
+      const device = await VhostUserDevice.create({
+        frontend,
+        deviceId: p.deviceId,
+        defaultQueues: type?.queues ?? 1,
+        queueMaxSize: Math.min(p.config.queueMaxSize, type?.queueMax ?? p.config.queueMaxSize),
+        configSize: type?.configSize ?? 0,
+        memory: () => regions().map(fromCRegion),
+        translate: (gpa, len) => guestToUserAddr(regions(), gpa, len),
+        requireProtocolFeatures: ["XEN_MMAP"],
+        kickEventFd: (q) => {
+          let k = kicks.get(q);
+          if (!k) {
+            k = guest.notifier.ioeventfd({ addr: p.base + QUEUE_NOTIFY, len: 4, datamatch: BigInt(q) });
+            kicks.set(q, k);
+            log.debug("queue doorbell", { queue: q, path: k.kind });
+          }
+          return k.eventfd;
+        },
+        logger: log.child({ module: "device" }),
+      });
+      undo.push(() => device.close());
+      const validateQueue = (q: QueueConfig): string | undefined => {
+        const parts: [string, bigint, number][] = [["descriptor table", q.desc, 16 * q.size], ["driver area", q.avail, 6 + 2 * q.size], ["device area", q.used, 6 + 8 * q.size]];
+        for (const [what, addr, len] of parts) if (!guest.memory.checkRange(addr, len)) return `${what} at 0x${addr.toString(16)} is outside guest RAM`;
+        return undefined;
+      };
+      const mmio = new VirtioMmioTransport(device, { validateQueue, logger: log.child({ module: "virtio-mmio" }) });
+      const irq = guest.notifier.irqfd({ line: p.irq, trigger: "level" });
+      undo.push(() => irq.close());
+      const counters = { ioreqs: 0, kicks: 0, interrupts: 0, configReads: 0, errors: 0 };
+      device.on("used", () => mmio.signalUsedBuffers());
+      device.on("configChange", () => mmio.signalConfigChange());
+      device.on("failed", (cause) => mmio.setNeedsReset(`backend failed: ${cause.message}`));
+      mmio.on("interrupt", (level) => {
+        if (level) {
+          counters.interrupts++;
+          irq.raise();
+        } else irq.deassert();
+      });
+      mmio.on("status", (s) => {
+        if (s & 4) this.emit("deviceReady", p.key);
+      });
+      const range = guest.server.mapMmio(p.base, Number(VIRTIO_MMIO_WINDOW), {
+        read: (offset, size) => {
+          counters.ioreqs++;
+          return mmio.read(offset, size);
+        },
+        write: (offset, size, value) => {
+          counters.ioreqs++;
+          return mmio.write(offset, size, value);
+        },
+      });
+      undo.push(() => range.unmap());
+      guest.devices.add(p.key);
+      this.#devices.set(p.key, { placement: p, device, mmio, kicks, irq, unmap: () => range.unmap(), backend, counters });
+      log.info("device ready for the guest", { base: p.base, irq: p.irq, socket, queues: device.numQueues, features: device.features });
+    } catch (err) {
+      log.error("device set-up failed", { error: err });
+      for (const fn of undo.reverse()) {
+        try {
+          fn();
+        } catch (e) {
+          log.warn("undoing a set-up step failed", { error: e });
+        }
+      }
+      const g = this.#guests.get(p.domid);
+      if (g && g.devices.size === 0) await this.#dropGuest(p.domid, "no devices left");
+      throw err;
+    }
+  }
+
+  /** Tears one device down; the guest's ioreq server goes with its last device. */
+  async removeDevice(key: string, reason: string): Promise<void> {
+    await this.#starting.get(key)?.catch(() => undefined);
+    const d = this.#devices.get(key);
+    if (!d) return;
+    this.#devices.delete(key);
+    const log = this.#log.child({ device: key });
+    log.info("removing device", { reason });
+    d.unmap();
+    d.kicks.forEach((k) => k.close());
+    d.irq.close();
+    d.device.close();
+    await d.backend?.stop();
+    if (d.placement.discovered && this.#discovery && !this.#closed) {
+      await this.#discovery.setState(d.placement.discovered, XenbusState.Closed).catch(() => undefined);
+    }
+    this.emit("deviceRemoved", key, reason);
+    const g = this.#guests.get(d.placement.domid);
+    if (g) {
+      g.devices.delete(key);
+      if (g.devices.size === 0) await this.#dropGuest(g.domid, "no devices left");
+    }
+  }
+
+  async #dropGuest(domid: number, reason: string): Promise<void> {
+    const g = this.#guests.get(domid);
+    if (!g) return;
+    this.#guests.delete(domid);
+    for (const key of [...g.devices]) await this.removeDevice(key, reason);
+    g.notifier.close();
+    g.server.close();
+    g.memory.close();
+    this.#log.info("guest released", { domid, reason });
+  }
+
+  /** Per-device counters for the metrics endpoint. */
+  counters: CounterSource = () =>
+    [...this.#devices.values()].map((d) => ({
+      labels: { device: d.placement.key, domid: d.placement.domid, type: deviceType(d.placement.deviceId)?.name ?? String(d.placement.deviceId) },
+      counters: { ...d.counters, kicks: d.mmio.counters.notifies, configReads: d.mmio.counters.configReads, errors: d.mmio.counters.badAccesses },
+    }));
+
+  /** Orderly teardown: every device, every ioreq server, the xenstore watches. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    await this.#discovery?.close();
+    await Promise.allSettled([...this.#starting.values()]);
+    for (const key of [...this.#devices.keys()]) await this.removeDevice(key, "shutdown");
+    for (const domid of [...this.#guests.keys()]) await this.#dropGuest(domid, "shutdown");
+    this.#xs?.close();
+    this.xen.close();
+  }
+
+  get logger(): Logger {
+    return this.#log;
+  }
+}
