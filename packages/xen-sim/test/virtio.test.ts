@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { Xen } from "@xen-vhost/xen-sys";
-import { BlkDevice, RngDevice, XenVirtioMmioDevice, startSimulator, type Simulator } from "../src/index.js";
+import { BlkDevice, I2cDevice, RngDevice, XenVirtioMmioDevice, startSimulator, type Simulator } from "../src/index.js";
 
 const BASE = 0x2000000n;
 const IRQ = 33;
@@ -53,5 +53,14 @@ describe("guest virtio-mmio drivers against a device model on xen-sys (foreign m
     const r = await sim.startGuest({ domid: 1, program: "virtio-blk", args: { irq: IRQ, sector: 10, sectors: 8 } }).result;
     expect(r).toMatchObject({ capacity: "1024", sectors: 8, verified: true });
     expect(blk!.disk[10 * 512 + 1]).toBe(10);
+  });
+
+  it("talks to an I2C target through virtio-i2c (ack, read back, nak on an empty address)", async () => {
+    let i2c: I2cDevice | undefined;
+    using _dev = new XenVirtioMmioDevice(xen, { domid: 1, base: BASE, irq: IRQ, device: (m, s) => (i2c = new I2cDevice(m, s)) });
+    sim.unpause(1);
+    const r = await sim.startGuest({ domid: 1, program: "virtio-i2c", args: { irq: IRQ } }).result;
+    expect(r).toEqual({ readBack: "deadbeef", probe23: false });
+    expect([...i2c!.eeprom.subarray(0x10, 0x14)]).toEqual([0xde, 0xad, 0xbe, 0xef]);
   });
 });

@@ -125,3 +125,46 @@ export class BlkDevice extends QueueDevice {
     return chain.writeAll(full);
   }
 }
+
+/**
+ * virtio-i2c (device ID 34, virtio 1.2 section 5.20... "I2C Adapter Device") with one 256-byte EEPROM-like
+ * target at 7-bit address 0x50: a write sets the word pointer (first byte) and stores the rest, a read
+ * returns bytes from the pointer. Other addresses answer VIRTIO_I2C_MSG_ERR.
+ */
+export class I2cDevice extends QueueDevice {
+  readonly deviceId = 34;
+  readonly configSize = 0;
+  /** VIRTIO_I2C_F_ZERO_LENGTH_REQUEST (bit 0): Linux's driver requires it. */
+  override readonly features: bigint = bit(VirtioFeature.VERSION_1) | 1n;
+  readonly eeprom = new Uint8Array(256);
+  #pointer = 0;
+  static readonly ADDRESS = 0x50;
+
+  protected handle(chain: NonNullable<ReturnType<Queue["pop"]>>): number {
+    const req = chain.readAll();
+    const v = new DataView(req.buffer, req.byteOffset, req.byteLength);
+    // struct virtio_i2c_out_hdr { le16 addr; le16 padding; le32 flags; }, addr = 7-bit address << 1
+    const addr = v.getUint16(0, true) >> 1;
+    const flags = v.getUint32(4, true);
+    const read = (flags & 2) !== 0; // VIRTIO_I2C_FLAGS_M_RD
+    const out = chain.writableLength;
+    const reply = new Uint8Array(out);
+    let status = 0; // VIRTIO_I2C_MSG_OK
+    if (addr !== I2cDevice.ADDRESS) status = 1;
+    else if (read) {
+      for (let i = 0; i < out - 1; i++) reply[i] = this.eeprom[(this.#pointer + i) & 0xff]!;
+      this.#pointer = (this.#pointer + out - 1) & 0xff;
+    } else {
+      const data = req.subarray(8);
+      if (data.length > 0) {
+        this.#pointer = data[0]!;
+        for (const b of data.subarray(1)) {
+          this.eeprom[this.#pointer] = b;
+          this.#pointer = (this.#pointer + 1) & 0xff;
+        }
+      }
+    }
+    reply[out - 1] = status;
+    return chain.writeAll(reply);
+  }
+}

@@ -6,3 +6,4 @@ export type { GuestContext, GuestProgram } from "./program.js";
 export { VirtioMmioDriver, GuestAllocator, type DeviceIdentity, type VirtioMmioDriverOptions } from "./virtio/driver.js";
 export { VirtioRngDriver } from "./virtio/rng.js";
 export { VirtioBlkDriver, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID } from "./virtio/blk.js";
+export { VirtioI2cDriver, VIRTIO_I2C_F_ZERO_LENGTH_REQUEST, VIRTIO_I2C_FLAGS_M_RD } from "./virtio/i2c.js";
