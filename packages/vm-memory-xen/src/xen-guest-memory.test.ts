@@ -2,6 +2,7 @@
 // does, and errors name the caller's addresses. Grant regions here use the recording grant device, which
 // keeps data only within one mapped run, so each access below stays inside one page.
 import { describe, expect, it } from "vitest";
+import { fc, test } from "@fast-check/vitest";
 import { GuestMemoryError, MmapRegion } from "@xen-vhost/vm-memory";
 import { memfdCreate } from "@xen-vhost/vmm-sys-util";
 import { RecordingTransport } from "@xen-vhost/xen-sys/testing";
@@ -144,4 +145,43 @@ describe("XenGuestMemory", () => {
     expect(new TextDecoder().decode(mem.read(grantAddress(3), 3))).toBe("ack");
     mem.close();
   });
+});
+
+describe("hostile addresses (property)", () => {
+  const interesting = fc.oneof(
+    fc.bigInt({ min: 0n, max: 0xffff_ffff_ffff_ffffn }),
+    fc.bigInt({ min: 0x3fff_f000n, max: 0x4001_1000n }), // around the foreign region
+    fc.bigInt({ min: (1n << 52n) - 0x1000n, max: (1n << 53n) + 0x1000n }), // the fold window and its edges
+    fc.bigInt({ min: (1n << 63n) - 0x1000n, max: (1n << 63n) + 0x22000n }), // around the grant regions
+    fc.bigInt({ min: 0xffff_ffff_ffff_0000n, max: 0xffff_ffff_ffff_ffffn }),
+  );
+  const asArg = (a: bigint, asNumber: boolean) => (asNumber && a <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(a) : a);
+
+  test.prop([interesting, fc.integer({ min: 0, max: 3 * 4096 }), fc.boolean(), fc.constantFrom("read", "write", "load16", "store32", "load64", "borrow", "check")], { numRuns: 1000 })(
+    "only GuestMemoryError, never a partial write to RAM",
+    (a, len, asNumber, op) => {
+      const { mem, ram } = setup();
+      try {
+        const before = Buffer.from(ram.mapping.bytes.slice());
+        const addr = asArg(a, asNumber);
+        try {
+          switch (op) {
+            case "read": mem.read(addr, len); break;
+            case "write": mem.write(addr, new Uint8Array(len).fill(0xab)); break;
+            case "load16": mem.load16(addr); break;
+            case "store32": mem.store32(addr, 0x01020304); break;
+            case "load64": mem.load64(addr); break;
+            case "borrow": mem.borrow(addr, len).release(); break;
+            case "check": mem.checkRange(addr, len); break;
+          }
+        } catch (e) {
+          expect(e).toBeInstanceOf(GuestMemoryError);
+          // (Buffer.equals: vitest's deep equality on 64 KiB arrays is far too slow for a property test)
+          expect(Buffer.from(ram.mapping.bytes).equals(before)).toBe(true);
+        }
+      } finally {
+        mem.close();
+      }
+    },
+  );
 });
