@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { SysError, errnoOf } from "@xen-vhost/vmm-sys-util";
-import { NotifierError, classifyErrno } from "./error.js";
+import { XenError } from "@xen-vhost/xen-sys";
+import { NotifierError, classifyErrno, classifyXenError } from "./error.js";
 
 describe("classifyErrno", () => {
   it.each([
@@ -32,5 +33,34 @@ describe("classifyErrno", () => {
   it("says which failures a fallback path can fix", () => {
     expect(new NotifierError("Unsupported", "x").canFallBack).toBe(true);
     expect(new NotifierError("DeviceUnavailable", "x").canFallBack).toBe(false);
+  });
+});
+
+describe("classifyXenError", () => {
+  it.each([
+    ["ENOENT", "NotRegistered"], // a XenError kind OperationFailed with ENOENT (deassign of nothing)
+    ["ENOTTY", "Unsupported"],
+    ["EOPNOTSUPP", "Unsupported"],
+    ["EPERM", "DeviceUnavailable"],
+    ["ESRCH", "InvalidArgument"], // no such domain
+    ["EEXIST", "AddressInUse"],
+    ["EBUSY", "EventfdInUse"],
+    ["EINVAL", "InvalidArgument"],
+    ["EIO", "Hypervisor"],
+  ])("XenError %s -> %s, keeping it as cause", (code, kind) => {
+    const xen = XenError.fromErrno(errnoOf(code), "dm_op");
+    const err = classifyXenError(xen, "map range");
+    expect(err).toBeInstanceOf(NotifierError);
+    expect(err).toMatchObject({ kind, cause: xen });
+    expect((err as Error).message).toContain("map range");
+  });
+
+  it("passes NotifierErrors and non-errors through, and classifies SysErrors by errno", () => {
+    const n = new NotifierError("Unsupported", "x");
+    expect(classifyXenError(n, "y")).toBe(n);
+    expect(classifyXenError("text", "y")).toBe("text");
+    expect(classifyXenError(new SysError("ioctl", errnoOf("EEXIST")), "y")).toMatchObject({ kind: "AddressInUse" });
+    const plain = new RangeError("bad");
+    expect(classifyXenError(plain, "y")).toBe(plain);
   });
 });

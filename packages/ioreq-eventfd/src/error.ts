@@ -107,6 +107,17 @@ export function classifyXenError(err: unknown, what: string): unknown {
           ? "InvalidArgument"
           : undefined;
   const byCode: NotifierErrorKind | undefined =
-    code === "EEXIST" ? "AddressInUse" : code === "EBUSY" ? "EventfdInUse" : code === "EINVAL" ? "InvalidArgument" : code === "ENOENT" ? "NotRegistered" : undefined;
+    code === "EEXIST"
+      ? "AddressInUse"
+      : code === "EBUSY"
+        ? "EventfdInUse"
+        : code === "EINVAL"
+          ? "InvalidArgument"
+          : code === "ENOENT"
+            ? "NotRegistered"
+            : // privcmd without CONFIG_XEN_PRIVCMD_EVENTFD answers -EOPNOTSUPP (Node names errno 95 ENOTSUP).
+              code === "ENOTTY" || code === "EOPNOTSUPP" || code === "ENOTSUP" || code === "ENOSYS"
+              ? "Unsupported"
+              : undefined;
   return new NotifierError(byKind ?? byCode ?? "Hypervisor", `${what}: ${err.message}`, { cause: err });
 }

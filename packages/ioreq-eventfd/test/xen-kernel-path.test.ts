@@ -17,7 +17,7 @@ type Call = { ioeventfd: IoeventfdRequest } | { irqfd: IrqfdRequest };
 function kernelCapable(t: XenTransport, calls: Call[], failWith: { code?: string | undefined }) {
   const refuse = (op: string): void => {
     if (failWith.code === undefined) return;
-    const errno = { ENOTTY: 25, EBUSY: 16, EINVAL: 22 }[failWith.code] ?? 5;
+    const errno = { ENOTTY: 25, EBUSY: 16, EINVAL: 22, EOPNOTSUPP: 95 }[failWith.code] ?? 5;
     throw XenError.fromErrno(errno, op);
   };
   return new Proxy(t, {
@@ -104,6 +104,16 @@ describe("XenNotifier kernel offload (privcmd ioctls recorded; the rest on xen-s
     expect(n.ioeventfd({ addr: BASE + 0x50n, len: 4, datamatch: 2n }).kind).toBe("xen-userspace"); // not tried again
     expect(calls).toEqual([]);
     expect(n.irqfd({ line: 33, trigger: "level" }).kind).toBe("xen-kernel"); // irqfd is probed on its own
+    n.close();
+  });
+
+  it("treats EOPNOTSUPP (privcmd built without CONFIG_XEN_PRIVCMD_EVENTFD) as unsupported for good", () => {
+    const n = new XenNotifier(server);
+    failWith.code = "EOPNOTSUPP";
+    expect(n.irqfd({ line: 33, trigger: "level" }).kind).toBe("xen-userspace");
+    failWith.code = undefined;
+    expect(n.irqfd({ line: 34, trigger: "level" }).kind).toBe("xen-userspace");
+    expect(calls).toEqual([]);
     n.close();
   });
 
