@@ -9,7 +9,7 @@ import { GuestMemory } from "@xen-vhost/vm-memory";
 import { DriverQueue } from "@xen-vhost/virtio-queue";
 import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
 import { Frontend, fromCRegion, DEFAULT_PROTOCOL_FEATURES } from "../src/index.js";
-import { hasQsd, startQsd, sectorContent, SECTOR, type Qsd } from "./qsd.js";
+import { hasQsd, startQsd, sectorContent, SECTOR, type Qsd } from "../src/testing/qsd.js";
 
 const VIRTIO_F_VERSION_1 = 1n << 32n;
 const F_PROTOCOL_FEATURES = 1n << 30n;
