@@ -25,7 +25,8 @@ if [ "$want_test" = 1 ]; then
   pkgs+=(
     libxen-dev linux-libc-dev      # xen-sys ABI test: Xen public headers + privcmd/gntdev/evtchn uapi
     gcc-aarch64-linux-gnu          # the same ABI test for arm64 (compile-only)
-    qemu-system-common qemu-utils  # real vhost-user backends: qemu-storage-daemon, virtiofsd
+    qemu-system-common             # real vhost-user backends: qemu-storage-daemon, virtiofsd
+    dpdk dpdk-dev dpdk-doc pkg-config  # DPDK testpmd (net_vhost) and the examples/vhost_blk source it builds
   )
 fi
 
