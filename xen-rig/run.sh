@@ -66,17 +66,20 @@ boot() {
   local list; list=$(IFS=+; echo "$*")
   local limit=${XEN_RIG_BOOT_TIMEOUT:-$((120 + 200 * $#))}
   local t0; t0=$(date +%s.%N)
+  # Each scenario gets an equal share of the boot's time inside dom0, so a hung one is killed there
+  # (its rc is 143) and the rest still run.
+  local per=$(( (limit - 90) / $# )); [ $per -ge 60 ] || per=60
   local qemu=(qemu-system-aarch64 -machine virt,virtualization=on,gic-version=3 -cpu cortex-a57 -smp 2 -m 2048
     -nographic -no-reboot -kernel "$XEN"
     -append "dom0_mem=768M dom0_max_vcpus=2 loglvl=all guest_loglvl=all console=dtuart"
-    -device "guest-loader,addr=0x49000000,kernel=$KERNEL,bootargs=console=hvc0 earlycon=xen rdinit=/init rig.scenarios=$list rig.timeout=$((limit - 30))${shell:+ rig.shell}"
+    -device "guest-loader,addr=0x49000000,kernel=$KERNEL,bootargs=console=hvc0 earlycon=xen rdinit=/init rig.scenarios=$list rig.timeout=$per${shell:+ rig.shell}"
     -device "guest-loader,addr=0x52000000,initrd=$C/boot/dom0-initrd.img")
   # shellcheck disable=SC2206
   qemu+=(${XEN_RIG_QEMU_ARGS:-})
   rig_log "booting for: $*  (log $log, limit ${limit}s)"
   if [ -n "$shell" ]; then "${qemu[@]}" | tee "$log"; return 0; fi
   set +e
-  timeout --foreground -k 5 "$limit" "${qemu[@]}" </dev/null 2>&1 | tr -d '\r' | tee "$log" \
+  timeout --foreground -k 5 "$limit" "${qemu[@]}" </dev/null 2>&1 | sed -u 's/\r$//' | tee "$log" \
     | grep --line-buffered -E '^(RIG|DOMU):|Panic|FATAL' | sed -u 's/^/  | /' >&2
   local rc=${PIPESTATUS[0]}
   set -e
