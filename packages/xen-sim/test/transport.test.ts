@@ -260,3 +260,28 @@ describe("SimEventChannelDevice", () => {
     xen.transport.close();
   });
 });
+
+describe("selecting the simulator in another process (XEN_VHOST_SIM)", () => {
+  it("a child process with XEN_VHOST_SIM set reaches the simulator through SimTransport.fromEnv()", async () => {
+    const { spawn } = await import("node:child_process");
+    const { fileURLToPath } = await import("node:url");
+    const dist = fileURLToPath(new URL("../dist/index.js", import.meta.url));
+    const script = `
+      import { Xen } from "@xen-vhost/xen-sys";
+      import { SimTransport } from ${JSON.stringify(dist)};
+      const t = SimTransport.fromEnv();
+      const xen = Xen.open({ transport: t });
+      console.log(JSON.stringify({ kind: t.kind, domains: xen.listDomains().map((d) => d.domid) }));
+      t.close();
+    `;
+    const child = spawn(process.execPath, ["--input-type=module", "-e", script], {
+      env: { ...process.env, ...sim.env() },
+      cwd: fileURLToPath(new URL("..", import.meta.url)),
+    });
+    let out = "";
+    child.stdout.on("data", (d: Buffer) => (out += d.toString()));
+    const code = await new Promise((r) => child.on("close", r));
+    expect(code).toBe(0);
+    expect(JSON.parse(out)).toEqual({ kind: "xen-sim", domains: [0, 1, 5] });
+  });
+});

@@ -47,6 +47,9 @@ describe("XenStore in the simulator (xen-sys client unchanged)", () => {
         await tx.write(`${be}/feature`, "1");
       });
       expect(await xs.read(`${be}/state`)).toBe("4");
+      await xs.setPerms(`${be}/state`, [{ domid: 0, perm: "none" }, { domid: 2, perm: "read" }]);
+      expect(await xs.getPerms(`${be}/state`)).toEqual([{ domid: 0, perm: "none" }, { domid: 2, perm: "read" }]);
+      await expect(xs.read(`${be}/nonexistent`)).rejects.toMatchObject({ code: "ENOENT" });
     } finally {
       xs.close();
     }
