@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { Xen } from "@xen-vhost/xen-sys";
-import { BlkDevice, I2cDevice, RngDevice, XenVirtioMmioDevice, startSimulator, type Simulator } from "../src/index.js";
+import { BlkDevice, GpioDevice, I2cDevice, RngDevice, XenVirtioMmioDevice, startSimulator, type Simulator } from "../src/index.js";
 
 const BASE = 0x2000000n;
 const IRQ = 33;
@@ -62,5 +62,14 @@ describe("guest virtio-mmio drivers against a device model on xen-sys (foreign m
     const r = await sim.startGuest({ domid: 1, program: "virtio-i2c", args: { irq: IRQ } }).result;
     expect(r).toEqual({ readBack: "deadbeef", probe23: false });
     expect([...i2c!.eeprom.subarray(0x10, 0x14)]).toEqual([0xde, 0xad, 0xbe, 0xef]);
+  });
+
+  it("drives a GPIO line through virtio-gpio (names from config size, direction, value, refusal)", async () => {
+    let gpio: GpioDevice | undefined;
+    using _dev = new XenVirtioMmioDevice(xen, { domid: 1, base: BASE, irq: IRQ, device: (m, s) => (gpio = new GpioDevice(m, s, 8)) });
+    sim.unpause(1);
+    const r = await sim.startGuest({ domid: 1, program: "virtio-gpio", args: { irq: IRQ, line: 5 } }).result;
+    expect(r).toEqual({ ngpio: 8, names: Array.from({ length: 8 }, (_, i) => `gpio${i}`), direction: 1, value: 1, refusedOnInput: true });
+    expect(gpio!.values[5]).toBe(1);
   });
 });

@@ -168,3 +168,59 @@ export class I2cDevice extends QueueDevice {
     return chain.writeAll(reply);
   }
 }
+
+/**
+ * virtio-gpio (device ID 41, virtio 1.2 section 5.17 "GPIO Device"): `ngpio` lines named "gpio<N>", with
+ * direction and value; requests are struct virtio_gpio_request {le16 type; le16 gpio; le32 value} answered
+ * with struct virtio_gpio_response {u8 status; u8 value} (GET_NAMES: status, then the NUL-separated names).
+ */
+export class GpioDevice extends QueueDevice {
+  readonly deviceId = 41;
+  readonly configSize = 8;
+  readonly directions: Uint8Array;
+  readonly values: Uint8Array;
+  readonly #names: Uint8Array;
+
+  constructor(mem: GuestMemory, signal: () => void, ngpio = 8) {
+    super(mem, signal);
+    this.directions = new Uint8Array(ngpio);
+    this.values = new Uint8Array(ngpio);
+    this.#names = new TextEncoder().encode(Array.from({ length: ngpio }, (_, i) => `gpio${i}\0`).join(""));
+  }
+
+  override readConfig(offset: number, size: 1 | 2 | 4 | 8): ConfigValue {
+    // struct virtio_gpio_config { le16 ngpio; u8 padding[2]; le32 gpio_names_size; }
+    const cfg = new DataView(new ArrayBuffer(8));
+    cfg.setUint16(0, this.values.length, true);
+    cfg.setUint32(4, this.#names.length, true);
+    if (offset + size > 8) return 0;
+    return size === 1 ? cfg.getUint8(offset) : size === 2 ? cfg.getUint16(offset, true) : size === 4 ? cfg.getUint32(offset, true) : cfg.getBigUint64(0, true);
+  }
+
+  protected handle(chain: NonNullable<ReturnType<Queue["pop"]>>): number {
+    const req = chain.readAll();
+    const v = new DataView(req.buffer, req.byteOffset, req.byteLength);
+    const type = v.getUint16(0, true);
+    const gpio = v.getUint16(2, true);
+    const value = v.getUint32(4, true);
+    const out = new Uint8Array(chain.writableLength);
+    const ok = (val = 0): void => {
+      out[0] = 0;
+      out[1] = val;
+    };
+    out[0] = 1; // VIRTIO_GPIO_STATUS_ERR unless handled
+    if (type === 1) {
+      out[0] = 0;
+      out.set(this.#names.subarray(0, out.length - 1), 1);
+    } else if (gpio < this.values.length) {
+      switch (type) {
+        case 2: ok(this.directions[gpio]); break; // GET_DIRECTION
+        case 3: if (value <= 2) { this.directions[gpio] = value; ok(); } break; // SET_DIRECTION
+        case 4: ok(this.values[gpio]); break; // GET_VALUE
+        case 5: if (this.directions[gpio] === 1 && value <= 1) { this.values[gpio] = value; ok(); } break; // SET_VALUE (out lines)
+        default: break;
+      }
+    }
+    return chain.writeAll(out);
+  }
+}
