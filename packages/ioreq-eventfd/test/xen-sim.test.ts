@@ -229,6 +229,33 @@ describe("Xen ioreq server on xen-sim", () => {
     xen.transport.close();
   });
 
+  it("a disabled server gets no requests (Xen's null handler answers); enabling it again resumes serving", async () => {
+    const xen = tracked(Xen.open({ transport: sim.connect() }));
+    const server = tracked(IoreqServer.create({ xen, domid: 1 }));
+    server.mapMmio(BASE, 0x200, registers({ 0: 5 }).handler);
+    sim.unpause(1);
+    const read = async (): Promise<unknown> =>
+      sim.startGuest({ domid: 1, program: "mmio", args: { accesses: [{ op: "r", addr: "0x2000000" }] } }).result;
+    server.setEnabled(false);
+    expect(server.enabled).toBe(false);
+    expect(await read()).toEqual(["0xffffffff"]);
+    server.setEnabled(true);
+    expect(await read()).toEqual(["0x5"]);
+    server.close();
+    expect(() => server.setEnabled(false)).toThrow(expect.objectContaining({ code: "EBADF" }));
+  });
+
+  it("with bufioreq ATOMIC: maps the buffered frame and binds its port as well, and still cleans up", () => {
+    const xen = tracked(Xen.open({ transport: sim.connect() }));
+    const before = domain(1).ports.length;
+    const server = tracked(IoreqServer.create({ xen, domid: 1, bufioreq: "ATOMIC" }));
+    // Xen's side: one port per vCPU plus the buffered one.
+    expect(domain(1).ports.length).toBe(before + 3);
+    server.close();
+    expect(domain(1)).toMatchObject({ servers: [] });
+    expect(domain(1).ports.length).toBe(before);
+  });
+
   it("restricts the evtchn fd and the transport to the guest (least privilege), unless told not to", () => {
     const xen = tracked(Xen.open({ transport: sim.connect() }));
     const server = tracked(IoreqServer.create({ xen, domid: 1 }));
