@@ -32,7 +32,7 @@ export interface RegionMapping {
 export interface GuestMemoryRegion extends Disposable {
   /** Guest physical address of the first byte. */
   readonly guestBase: GuestAddress;
-  /** Size in bytes (regions end below 2^53). */
+  /** Size in bytes (below 2^53); the region may lie anywhere below 2^64. */
   readonly size: number;
   readonly closed: boolean;
   /**
@@ -52,8 +52,13 @@ export interface GuestMemoryRegion extends Disposable {
   close(): void;
 }
 
-/** Largest region end: GuestMemory does address arithmetic in doubles (no CPU has > 52-bit physical addresses). */
+/**
+ * The end of GuestMemory's double fast path: addresses up to here are looked up without bigint arithmetic.
+ * Regions may lie anywhere below 2^64 (Xen grant DMA addresses set bit 63); this is no longer a limit.
+ */
 export const MAX_REGION_END = Number.MAX_SAFE_INTEGER;
+
+const U64_END = 1n << 64n;
 
 const noRelease = (): void => {};
 
@@ -72,14 +77,14 @@ export class MappedRegion implements GuestMemoryRegion {
   /**
    * @param buffer the mapping (from `mmap`); owned by the region: close() munmaps it.
    * @param onClose runs after the munmap (e.g. closes the fd).
-   * @throws GuestMemoryError `InvalidRegion` for an empty region or one ending above 2^53 - 1.
+   * @throws GuestMemoryError `InvalidRegion` for an empty region or one ending above 2^64 - 1.
    */
   constructor(guestBase: GuestAddressLike, buffer: ArrayBuffer, onClose?: () => void) {
     this.guestBase = GuestAddress.from(guestBase);
     this.size = buffer.byteLength;
     if (this.size === 0) throw new GuestMemoryError("InvalidRegion", "region of size 0", { address: this.guestBase.value });
-    if (this.guestBase.value + BigInt(this.size) - 1n > BigInt(MAX_REGION_END))
-      throw new GuestMemoryError("InvalidRegion", `region at ${hex(this.guestBase.value)} ends above 2^53 - 1`, {
+    if (this.guestBase.value + BigInt(this.size) > U64_END)
+      throw new GuestMemoryError("InvalidRegion", `region at ${hex(this.guestBase.value)} ends above 2^64 - 1`, {
         address: this.guestBase.value,
       });
     this.#buffer = buffer;

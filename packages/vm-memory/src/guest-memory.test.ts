@@ -57,8 +57,8 @@ describe("GuestMemory construction", () => {
     expect(kindOf(() => new GuestMemory([a]))).toBe("Closed");
   });
 
-  it("rejects regions ending above 2^53 - 1", () => {
-    expect(kindOf(() => MmapRegion.memfd(2n ** 53n, PAGE))).toBe("InvalidRegion");
+  it("rejects regions ending above 2^64 - 1 and bad sizes", () => {
+    expect(kindOf(() => MmapRegion.memfd(2n ** 64n - BigInt(PAGE) + 1n, PAGE))).toBe("InvalidRegion");
     expect(() => MmapRegion.memfd(0, 100)).toThrow(RangeError);
   });
 });
@@ -141,6 +141,55 @@ describe("GuestMemory access", () => {
     expect(() => mem.writeObj(0x40, Desc, { addr: 1n, flags: 0x10000 })).toThrow(RangeError);
     expect(mem.readObj(0x40, Desc).addr).toBe(0x1234_5678_9abcn);
     expect(kindOf(() => mem.readObj(PAGE - 8, Desc))).toBe("InvalidGuestAddress");
+  });
+});
+
+describe("regions anywhere in the 64-bit space (Xen grant DMA addresses set bit 63)", () => {
+  const G = 1n << 63n;
+
+  it("reads, writes, slices and atomics above 2^53, next to RAM below", () => {
+    using mem = GuestMemory.fromRanges([
+      [0, PAGE],
+      [G, PAGE],
+      [G + BigInt(PAGE), PAGE], // adjacent: copies may span both
+      [2n ** 64n - BigInt(PAGE), PAGE], // the very top
+      [2n ** 53n - BigInt(PAGE), PAGE * 2], // straddles 2^53
+    ]);
+    expect(mem.regions.map((r) => r.guestBase.value)).toEqual([0n, 2n ** 53n - BigInt(PAGE), G, G + BigInt(PAGE), 2n ** 64n - BigInt(PAGE)]);
+    expect(mem.lastAddr?.value).toBe(2n ** 64n - 1n);
+    const data = Uint8Array.from({ length: 64 }, (_, i) => i + 1);
+    mem.write(G + BigInt(PAGE - 32), data);
+    expect(mem.read(new GuestAddress(G + BigInt(PAGE - 32)), 64)).toEqual(data);
+    expect(mem.read(G + BigInt(PAGE), 32)).toEqual(data.subarray(32));
+    mem.store16(G + 2n, 0xbeef);
+    expect(mem.load16(G + 2n)).toBe(0xbeef);
+    mem.store64(2n ** 64n - 8n, 0x1122334455667788n);
+    expect(mem.load64(2n ** 64n - 8n)).toBe(0x1122334455667788n);
+    expect(mem.slice(G + 2n, 2)).toEqual(Uint8Array.of(0xef, 0xbe));
+    expect(kindOf(() => mem.load16(G + 1n))).toBe("Unaligned");
+    expect(kindOf(() => mem.slice(G + BigInt(PAGE - 1), 2))).toBe("OutOfBounds");
+    expect(kindOf(() => mem.read(G + BigInt(PAGE * 2), 1))).toBe("InvalidGuestAddress");
+    expect(kindOf(() => mem.read(G - 1n, 2))).toBe("InvalidGuestAddress");
+    expect(kindOf(() => mem.read(2n ** 64n - 4n, 8))).toBe("Overflow");
+    expect(mem.checkRange(G, PAGE * 2)).toBe(true);
+    expect(mem.checkRange(G, PAGE * 2 + 1)).toBe(false);
+    expect(mem.findRegion(G + 5n)?.guestBase.value).toBe(G);
+    // the straddling region, through doubles below 2^53 and bigints above
+    mem.write(2n ** 53n - 4n, Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8));
+    expect(mem.read(Number.MAX_SAFE_INTEGER - 3, 8)).toEqual(Uint8Array.of(1, 2, 3, 4, 5, 6, 7, 8));
+    expect(mem.load32(2n ** 53n)).toBe(0x08070605);
+    // ordinary RAM still takes the double path
+    mem.write(16, data);
+    expect(mem.read(16, 64)).toEqual(data);
+    expect(mem.vhostUserRegions()[2]!.guest_phys_addr).toBe(G);
+  });
+
+  it("overlap checks work with bigint bases", () => {
+    const a = MmapRegion.memfd(G, PAGE * 2);
+    const b = MmapRegion.memfd(G + BigInt(PAGE), PAGE);
+    expect(kindOf(() => new GuestMemory([a, b]))).toBe("RegionOverlap");
+    a.close();
+    b.close();
   });
 });
 

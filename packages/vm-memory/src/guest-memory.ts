@@ -3,30 +3,37 @@
 // touched, so a hostile address (a descriptor from the guest) gives a GuestMemoryError and never a partial
 // write or an access outside the mappings.
 //
-// Addresses are converted to doubles for the lookup: regions end below 2^53 (checked at construction; no
-// CPU has more than 52 physical address bits), so any address at or above 2^53 is simply unbacked, and the
-// hot path (a 4 KiB copy) pays no bigint arithmetic.
+// Regions may lie anywhere in the 64-bit guest address space (Xen grant DMA addresses have bit 63 set).
+// Addresses below 2^53 -- all RAM on any CPU -- are looked up as doubles, so the hot path (a 4 KiB copy)
+// pays no bigint arithmetic; addresses above take a bigint lookup. Either way an access is resolved to
+// (region, offset in region) and region offsets are always doubles (a region is smaller than 2^53 bytes).
 import { fence as sysFence, type FieldSpec, type StructLayout, type StructValue } from "@xen-vhost/vmm-sys-util";
 import { GuestMemoryError, hex } from "./error.js";
 import { GuestAddress, type GuestAddressLike } from "./guest-address.js";
-import { MAX_REGION_END, type GuestMemoryRegion, type RegionView } from "./guest-memory-region.js";
+import type { GuestMemoryRegion, RegionView } from "./guest-memory-region.js";
 import { MmapRegion } from "./mmap-region.js";
 import type { VhostUserRegionDescription } from "./vhost-user.js";
 
 interface Entry {
   readonly region: GuestMemoryRegion;
-  /** First byte (guest physical). */
+  /** First byte (guest physical); exact only for low entries (the double fast path). */
   readonly base: number;
-  /** One past the last byte. */
+  /** One past the last byte; exact only for low entries. */
   readonly end: number;
+  readonly baseBig: bigint;
+  readonly endBig: bigint;
+  readonly size: number;
+  /** Position in the address-sorted entry list (to find the adjacent region). */
+  readonly index: number;
 }
-
-/** Returned for addresses >= 2^53: valid guest addresses that no region can contain. */
-const UNBACKED = -1;
 
 const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
 const U64_MAX = 0xffff_ffff_ffff_ffffn;
 
+/** Returned by toNum for addresses >= 2^53 (they take the bigint lookup). */
+const HIGH = -1;
+
+/** The address as a double if it is below 2^53, else HIGH. @throws RangeError outside 0..2^64-1. */
 function toNum(addr: GuestAddressLike): number {
   if (typeof addr === "number") {
     // `addr >= 0 && addr <= MAX_SAFE_INTEGER && integer`, cheapest form first (the hot path).
@@ -39,7 +46,7 @@ function toNum(addr: GuestAddressLike): number {
     return Number(v);
   }
   if (v > U64_MAX) throw new RangeError(`guest address ${v} outside 0..2^64-1`);
-  return UNBACKED;
+  return HIGH;
 }
 
 /** 2^(8 * width): the first value that does not fit a store of `width` bytes. */
@@ -76,40 +83,56 @@ export interface FromRangesOptions {
 
 /** The guest's physical memory. Close it (or `using`) to unmap every region. */
 export class GuestMemory implements Disposable {
+  /** All regions, sorted by address. */
   readonly #entries: readonly Entry[];
+  /** Regions entirely below 2^53 (double lookup). */
+  readonly #low: readonly Entry[];
+  /** Regions reaching 2^53 or above (bigint lookup). */
+  readonly #high: readonly Entry[];
   readonly #ownsRegions: boolean;
   #last: Entry | undefined;
   #closed = false;
+  /** Region offset found by the last #find() (a field rather than a tuple: no allocation per access). */
+  #off = 0;
 
   /**
    * @throws GuestMemoryError `RegionOverlap` if two regions overlap, `Closed` if a region is already closed.
    */
   constructor(regions: Iterable<GuestMemoryRegion>, options: GuestMemoryOptions = {}) {
-    const entries: Entry[] = [];
+    const list: { region: GuestMemoryRegion; baseBig: bigint; endBig: bigint }[] = [];
     for (const region of regions) {
       if (region.closed) throw new GuestMemoryError("Closed", `region at ${region.guestBase.toString()} is closed`);
       const base = region.guestBase.value;
       const end = base + BigInt(region.size);
-      if (region.size <= 0 || end - 1n > BigInt(MAX_REGION_END))
-        throw new GuestMemoryError("InvalidRegion", `region at ${hex(base)} (${region.size} bytes) is empty or ends above 2^53 - 1`, {
+      if (!Number.isSafeInteger(region.size) || region.size <= 0 || end - 1n > U64_MAX)
+        throw new GuestMemoryError("InvalidRegion", `region at ${hex(base)} (${region.size} bytes) is empty or ends above 2^64 - 1`, {
           address: base,
         });
-      entries.push({ region, base: Number(base), end: Number(end) });
+      list.push({ region, baseBig: base, endBig: end });
     }
-    entries.sort((a, b) => a.base - b.base);
+    list.sort((a, b) => (a.baseBig < b.baseBig ? -1 : a.baseBig > b.baseBig ? 1 : 0));
+    const entries: Entry[] = list.map((r, index) => ({
+      ...r,
+      base: Number(r.baseBig),
+      end: Number(r.endBig),
+      size: r.region.size,
+      index,
+    }));
     for (let i = 1; i < entries.length; i++) {
       const prev = entries[i - 1]!;
       const cur = entries[i]!;
-      if (cur.base < prev.end)
+      if (cur.baseBig < prev.endBig)
         throw new GuestMemoryError(
           "RegionOverlap",
-          `region ${hex(cur.base)}..${hex(cur.end)} overlaps ${hex(prev.base)}..${hex(prev.end)}`,
-          { address: BigInt(cur.base) },
+          `region ${hex(cur.baseBig)}..${hex(cur.endBig)} overlaps ${hex(prev.baseBig)}..${hex(prev.endBig)}`,
+          { address: cur.baseBig },
         );
     }
     this.#entries = entries;
+    this.#low = entries.filter((e) => e.endBig - 1n <= MAX_SAFE_BIG);
+    this.#high = entries.filter((e) => e.endBig - 1n > MAX_SAFE_BIG);
     this.#ownsRegions = options.ownsRegions ?? true;
-    this.#last = entries[0];
+    this.#last = this.#low[0];
   }
 
   /**
@@ -141,14 +164,14 @@ export class GuestMemory implements Disposable {
   /** Sum of the region sizes. */
   get totalSize(): number {
     let n = 0;
-    for (const e of this.#entries) n += e.end - e.base;
+    for (const e of this.#entries) n += e.size;
     return n;
   }
 
   /** The highest backed address (rust-vmm `last_addr`), or undefined without regions. */
   get lastAddr(): GuestAddress | undefined {
     const e = this.#entries[this.#entries.length - 1];
-    return e ? new GuestAddress(e.end - 1) : undefined;
+    return e ? new GuestAddress(e.endBig - 1n) : undefined;
   }
 
   get closed(): boolean {
@@ -159,12 +182,12 @@ export class GuestMemory implements Disposable {
     if (this.#closed) throw new GuestMemoryError("Closed", "guest memory is closed");
   }
 
-  /** The entry containing `a`, or undefined (binary search, with a last-hit cache for the hot path). */
+  /** The low entry containing `a` (< 2^53), or undefined (binary search, last-hit cache for the hot path). */
   #lookup(a: number): Entry | undefined {
     const last = this.#last;
     if (last !== undefined && a >= last.base && a < last.end) return last;
-    if (a === UNBACKED) return undefined;
-    const es = this.#entries;
+    if (a === HIGH) return undefined;
+    const es = this.#low;
     let lo = 0;
     let hi = es.length - 1;
     while (lo <= hi) {
@@ -180,9 +203,43 @@ export class GuestMemory implements Disposable {
     return undefined;
   }
 
+  /** The high entry containing `v`, or undefined. */
+  #lookupHigh(v: bigint): Entry | undefined {
+    const es = this.#high;
+    let lo = 0;
+    let hi = es.length - 1;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const e = es[mid]!;
+      if (v < e.baseBig) hi = mid - 1;
+      else if (v >= e.endBig) lo = mid + 1;
+      else return e;
+    }
+    return undefined;
+  }
+
+  /**
+   * The entry containing `addr` (its double form `a`, or HIGH), with the region offset left in #off;
+   * undefined if no region holds it.
+   */
+  #find(a: number, addr: GuestAddressLike): Entry | undefined {
+    if (a !== HIGH) {
+      const e = this.#lookup(a);
+      if (e !== undefined) {
+        this.#off = a - e.base;
+        return e;
+      }
+      if (this.#high.length === 0) return undefined;
+    }
+    const v = addrBig(addr);
+    const e = this.#lookupHigh(v);
+    if (e !== undefined) this.#off = Number(v - e.baseBig);
+    return e;
+  }
+
   #locate(a: number, addr: GuestAddressLike): Entry {
     this.#checkOpen();
-    const e = this.#lookup(a);
+    const e = this.#find(a, addr);
     if (!e) throw new GuestMemoryError("InvalidGuestAddress", `no memory at guest address ${addrText(addr)}`, { address: addrBig(addr) });
     return e;
   }
@@ -190,7 +247,7 @@ export class GuestMemory implements Disposable {
   /** The region containing `addr`, if any. */
   findRegion(addr: GuestAddressLike): GuestMemoryRegion | undefined {
     this.#checkOpen();
-    return this.#lookup(toNum(addr))?.region;
+    return this.#find(toNum(addr), addr)?.region;
   }
 
   /** Whether `addr` is backed by a region. */
@@ -204,8 +261,8 @@ export class GuestMemory implements Disposable {
     this.#checkOpen();
     const a = toNum(addr);
     // Fast path: inside one region (no allocation).
-    const e = this.#lookup(a);
-    if (e !== undefined && len <= e.end - a) return true;
+    const e = this.#find(a, addr);
+    if (e !== undefined && len <= e.size - this.#off) return true;
     try {
       this.#segments(a, len, addr);
       return true;
@@ -220,27 +277,28 @@ export class GuestMemory implements Disposable {
    */
   #segments(a: number, len: number, addr: GuestAddressLike): Segment[] {
     const out: Segment[] = [];
-    let cur = a;
-    let left = len;
-    if ((a === UNBACKED || a + len - 1 > MAX_REGION_END) && addrBig(addr) + BigInt(len) - 1n > U64_MAX)
+    if ((a === HIGH || a + len - 1 > Number.MAX_SAFE_INTEGER) && addrBig(addr) + BigInt(len) - 1n > U64_MAX)
       throw new GuestMemoryError("Overflow", `${addrText(addr)} + ${len} overflows`, { address: addrBig(addr) });
-    while (left > 0) {
-      const e = this.#lookup(cur);
-      if (!e) {
-        const at = cur === UNBACKED ? addrBig(addr) : BigInt(cur);
+    let e = this.#find(a, addr);
+    if (!e) throw new GuestMemoryError("InvalidGuestAddress", `${len} bytes at ${addrText(addr)}: no memory there`, { address: addrBig(addr) });
+    let off = this.#off;
+    let left = len;
+    for (;;) {
+      const n = Math.min(left, e.size - off);
+      out.push({ entry: e, offset: off, length: n });
+      left -= n;
+      if (left === 0) return out;
+      // The rest must continue in the region that starts exactly where this one ends.
+      const next: Entry | undefined = this.#entries[e.index + 1];
+      if (next === undefined || next.baseBig !== e.endBig)
         throw new GuestMemoryError(
           "InvalidGuestAddress",
-          `${len} bytes at ${addrText(addr)}: no memory at guest address ${hex(at)}`,
-          { address: at },
+          `${len} bytes at ${addrText(addr)}: no memory at guest address ${hex(e.endBig)}`,
+          { address: e.endBig },
         );
-      }
-      const off = cur - e.base;
-      const n = Math.min(left, e.end - cur);
-      out.push({ entry: e, offset: off, length: n });
-      cur += n;
-      left -= n;
+      e = next;
+      off = 0;
     }
-    return out;
   }
 
   /**
@@ -252,11 +310,11 @@ export class GuestMemory implements Disposable {
     if (len === 0) return;
     const a = toNum(addr);
     this.#checkOpen();
-    const e = this.#lookup(a);
-    if (e !== undefined && len <= e.end - a) {
+    const e = this.#find(a, addr);
+    if (e !== undefined && len <= e.size - this.#off) {
       const m = e.region.mapping;
       if (m) {
-        const off = a - e.base;
+        const off = this.#off;
         dst.set(m.bytes.subarray(off, off + len));
         return;
       }
@@ -299,8 +357,8 @@ export class GuestMemory implements Disposable {
     // Check before allocating: a guest-supplied length must not make us allocate gigabytes first.
     const a = toNum(addr);
     this.#checkOpen();
-    const e = this.#lookup(a);
-    if (e === undefined || len > e.end - a) this.#segments(a, len, addr);
+    const e = this.#find(a, addr);
+    if (e === undefined || len > e.size - this.#off) this.#segments(a, len, addr);
     const out = new Uint8Array(len);
     this.readInto(addr, out);
     return out;
@@ -316,11 +374,11 @@ export class GuestMemory implements Disposable {
     if (len === 0) return;
     const a = toNum(addr);
     this.#checkOpen();
-    const e = this.#lookup(a);
-    if (e !== undefined && len <= e.end - a) {
+    const e = this.#find(a, addr);
+    if (e !== undefined && len <= e.size - this.#off) {
       const m = e.region.mapping;
       if (m) {
-        m.bytes.set(data, a - e.base);
+        m.bytes.set(data, this.#off);
         return;
       }
     }
@@ -377,14 +435,14 @@ export class GuestMemory implements Disposable {
     checkLength(len);
     const a = toNum(addr);
     const e = this.#locate(a, addr);
-    const off = a - e.base;
-    if (len > e.end - a)
-      throw new GuestMemoryError("OutOfBounds", `${len} bytes at ${addrText(addr)} cross the region end ${hex(e.end)}`, {
+    const off = this.#off;
+    if (len > e.size - off)
+      throw new GuestMemoryError("OutOfBounds", `${len} bytes at ${addrText(addr)} cross the region end ${hex(e.endBig)}`, {
         address: addrBig(addr),
       });
     const m = e.region.mapping;
     if (!m)
-      throw new GuestMemoryError("InvalidRegion", `region at ${hex(e.base)} is mapped on demand: use borrow()`, { address: addrBig(addr) });
+      throw new GuestMemoryError("InvalidRegion", `region at ${hex(e.baseBig)} is mapped on demand: use borrow()`, { address: addrBig(addr) });
     return m.bytes.subarray(off, off + len);
   }
 
@@ -397,11 +455,12 @@ export class GuestMemory implements Disposable {
     checkLength(len);
     const a = toNum(addr);
     const e = this.#locate(a, addr);
-    if (len > e.end - a)
-      throw new GuestMemoryError("OutOfBounds", `${len} bytes at ${addrText(addr)} cross the region end ${hex(e.end)}`, {
+    const off = this.#off;
+    if (len > e.size - off)
+      throw new GuestMemoryError("OutOfBounds", `${len} bytes at ${addrText(addr)} cross the region end ${hex(e.endBig)}`, {
         address: addrBig(addr),
       });
-    return e.region.borrow(a - e.base, len);
+    return e.region.borrow(off, len);
   }
 
   /** Runs `fn` with a view of `[addr, addr + len)` (one region), released afterwards. */
@@ -420,15 +479,15 @@ export class GuestMemory implements Disposable {
   /** Entry for an aligned atomic access of `width` bytes; the region offset is left in #atomicOffset. */
   #atomicTarget(addr: GuestAddressLike, width: number): Entry {
     const a = toNum(addr);
-    if (a !== UNBACKED && a % width !== 0)
+    if (a === HIGH ? (addrBig(addr) & BigInt(width - 1)) !== 0n : a % width !== 0)
       throw new GuestMemoryError("Unaligned", `guest address ${addrText(addr)} is not ${width}-byte aligned`, { address: addrBig(addr) });
     const e = this.#locate(a, addr);
-    const off = a - e.base;
-    if (off + width > e.end - e.base)
+    const off = this.#off;
+    if (off + width > e.size)
       throw new GuestMemoryError("OutOfBounds", `${width} bytes at ${addrText(addr)} cross the region end`, { address: addrBig(addr) });
     // A region whose base is not aligned like its mapping cannot do an aligned access at this address.
     if (off % width !== 0)
-      throw new GuestMemoryError("Unaligned", `offset ${off} in region ${hex(e.base)} is not ${width}-byte aligned`, { address: addrBig(addr) });
+      throw new GuestMemoryError("Unaligned", `offset ${off} in region ${hex(e.baseBig)} is not ${width}-byte aligned`, { address: addrBig(addr) });
     this.#atomicOffset = off;
     return e;
   }
@@ -547,8 +606,8 @@ export class GuestMemory implements Disposable {
     return this.#entries.map((e) => {
       const d = e.region.vhostUserDescription();
       if (!d)
-        throw new GuestMemoryError("InvalidRegion", `region at ${hex(e.base)} has no fd to share with a vhost-user backend`, {
-          address: BigInt(e.base),
+        throw new GuestMemoryError("InvalidRegion", `region at ${hex(e.baseBig)} has no fd to share with a vhost-user backend`, {
+          address: e.baseBig,
         });
       return d;
     });
@@ -564,7 +623,7 @@ export class GuestMemory implements Disposable {
     const made: MmapRegion[] = [];
     try {
       for (const d of regions) {
-        if (d.memory_size > BigInt(MAX_REGION_END))
+        if (d.memory_size > MAX_SAFE_BIG)
           throw new GuestMemoryError("InvalidRegion", `region of ${d.memory_size} bytes is too large`, { address: d.guest_phys_addr });
         made.push(MmapRegion.fromFd(d.fd, d.guest_phys_addr, Number(d.memory_size), { fileOffset: d.mmap_offset }));
       }

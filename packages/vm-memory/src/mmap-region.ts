@@ -57,7 +57,7 @@ export class MmapRegion extends MappedRegion {
    * Creates a memfd of `size` bytes (zero-filled) and maps it shared at `guestBase`.
    * @throws RangeError for a size that is not a positive multiple of the page size.
    * @throws GuestMemoryError `MapFailed` (cause: SysError) if memfd_create, ftruncate or mmap fails;
-   *   `InvalidRegion` if the region would end above 2^53 - 1. Nothing is left open on failure.
+   *   `InvalidRegion` if the region would end above 2^64 - 1. Nothing is left open on failure.
    */
   static memfd(guestBase: GuestAddressLike, size: number, options: MemfdRegionOptions = {}): MmapRegion {
     const base = GuestAddress.from(guestBase);
@@ -92,8 +92,8 @@ export class MmapRegion extends MappedRegion {
 
   static #map(base: GuestAddress, size: number, fd: number, fileOffset: bigint, ownsFd: boolean): MmapRegion {
     // Checked before mapping so a region that cannot be used never exists.
-    if (base.value + BigInt(size) - 1n > BigInt(Number.MAX_SAFE_INTEGER))
-      throw new GuestMemoryError("InvalidRegion", `region at ${base.toString()} ends above 2^53 - 1`, { address: base.value });
+    if (base.value + BigInt(size) > 1n << 64n)
+      throw new GuestMemoryError("InvalidRegion", `region at ${base.toString()} ends above 2^64 - 1`, { address: base.value });
     let buffer: ArrayBuffer;
     try {
       buffer = mmap(size, { fd, offset: fileOffset });
