@@ -12,7 +12,7 @@ import { Frontend, fromCRegion } from "@xen-vhost/vhost-user-master";
 import { VhostUserDevice } from "./vhost-user-device.js";
 import { BackendProcess } from "./backend-process.js";
 import { socketFor, type BridgeConfig, type DeviceConfig } from "./config.js";
-import { XenbusDiscovery, XenbusState, type DiscoveredDevice } from "./discovery.js";
+import { XenbusDiscovery, XenbusState, type DiscoveredDevice, type XenbusStateValue } from "./discovery.js";
 import type { JsonLogger } from "./log.js";
 import type { CounterSource } from "./metrics.js";
 
@@ -266,8 +266,12 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     }
   }
 
-  /** Tears one device down; the guest's ioreq server goes with its last device. */
-  async removeDevice(key: string, reason: string): Promise<void> {
+  /**
+   * Tears one device down; the guest's ioreq server goes with its last device. The backend's xenbus state
+   * says what happened: Closed when the toolstack removed the device, Initialising when the bridge itself
+   * stops (so a restarted bridge picks the device up again).
+   */
+  async removeDevice(key: string, reason: string, state: XenbusStateValue = XenbusState.Closed): Promise<void> {
     await this.#starting.get(key)?.catch(() => undefined);
     const d = this.#devices.get(key);
     if (!d) return;
@@ -279,8 +283,8 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     d.irq.close();
     d.device.close();
     await d.backend?.stop();
-    if (d.placement.discovered && this.#discovery && !this.#closed) {
-      await this.#discovery.setState(d.placement.discovered, XenbusState.Closed).catch(() => undefined);
+    if (d.placement.discovered && this.#discovery) {
+      await this.#discovery.setState(d.placement.discovered, state).catch((err: unknown) => log.warn("cannot update xenbus state", { error: err }));
     }
     this.emit("deviceRemoved", key, reason);
     const g = this.#guests.get(d.placement.domid);
@@ -312,9 +316,9 @@ export class Bridge extends EventEmitter<BridgeEvents> {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    await this.#discovery?.close();
+    await this.#discovery?.stop();
     await Promise.allSettled([...this.#starting.values()]);
-    for (const key of [...this.#devices.keys()]) await this.removeDevice(key, "shutdown");
+    for (const key of [...this.#devices.keys()]) await this.removeDevice(key, "shutdown", XenbusState.Initialising);
     for (const domid of [...this.#guests.keys()]) await this.#dropGuest(domid, "shutdown");
     this.#xs?.close();
     this.xen.close();

@@ -112,11 +112,16 @@ export class XenbusDiscovery extends EventEmitter<DiscoveryEvents> {
     await this.#store.write(`${device.backendPath}/state`, String(state));
   }
 
-  async close(): Promise<void> {
+  /** Stops watching (state can still be written with setState). */
+  async stop(): Promise<void> {
     this.#closed = true;
     const ws = this.#watches.splice(0);
     await Promise.allSettled(ws.map((w) => w.close()));
     await this.#scan;
+  }
+
+  async close(): Promise<void> {
+    await this.stop();
   }
 
   /** Coalesces watch bursts (libxl writes a dozen nodes per device) into one scan at a time. */
