@@ -23,8 +23,8 @@ function start(cmd: string, args: string[], env: Record<string, string>, name: s
   const child = spawn(process.execPath, [cmd, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
   const log: string[] = [];
   const collect = (d: Buffer) => log.push(...d.toString().split("\n").filter(Boolean).map((l) => `[${name}] ${l}`));
-  child.stdout!.on("data", collect);
-  child.stderr!.on("data", collect);
+  child.stdout.on("data", collect);
+  child.stderr.on("data", collect);
   children.push(child);
   return { child, log };
 }
