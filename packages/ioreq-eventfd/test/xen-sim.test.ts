@@ -377,6 +377,31 @@ describe("XenNotifier on xen-sim, userspace relay (the transport reports a kerne
     xen.transport.close();
   });
 
+  it("doorbell-only ranges: shared by doorbells inside them, replaced by a device range mapped over them", async () => {
+    const xen = tracked(Xen.open({ transport: userspaceOnly(sim) }));
+    const server = tracked(IoreqServer.create({ xen, domid: 1 }));
+    const notifier = new XenNotifier(server);
+    sim.unpause(1);
+    const run = async (accesses: unknown[]): Promise<unknown> => sim.startGuest({ domid: 1, program: "mmio", args: { accesses } }).result;
+    const a = notifier.ioeventfd({ addr: 0x3000000n, len: 4, datamatch: 1n });
+    const b = notifier.ioeventfd({ addr: 0x3000002n, len: 2 }); // inside a's range: shares it
+    a.close();
+    await run([{ op: "w", addr: "0x3000002", size: 2, value: 7 }]);
+    expect(b.eventfd.read()).toBe(1n);
+    b.close();
+    expect(await run([{ op: "r", addr: "0x3000000" }])).toEqual(["0xffffffff"]); // gone with the last doorbell
+    const c = notifier.ioeventfd({ addr: BASE + 0x50n, len: 4, datamatch: 0n });
+    const dev = registers({ 0: 0x74726976 });
+    server.mapMmio(BASE, 0x200, dev.handler); // replaces c's placeholder
+    expect(await run([{ op: "w", addr: "0x2000050", value: 0 }, { op: "w", addr: "0x2000050", value: 1 }])).toEqual([null, null]);
+    expect(c.eventfd.read()).toBe(1n);
+    c.close(); // the device range stays
+    expect(await run([{ op: "r", addr: "0x2000000" }])).toEqual(["0x74726976"]);
+    expect(dev.log).toEqual(["w 50/4=1", "r 0/4"]);
+    notifier.close();
+    server.close();
+  });
+
   it("irqfd raises the SPI the guest sees; the device model lowers it on the guest's ACK", async () => {
     const xen = tracked(Xen.open({ transport: userspaceOnly(sim) }));
     const server = tracked(IoreqServer.create({ xen, domid: 1 }));

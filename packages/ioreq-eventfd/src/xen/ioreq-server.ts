@@ -130,6 +130,7 @@ export class IoreqServer extends EventEmitter<IoreqServerEvents> implements Disp
   readonly #bufPort: number;
   readonly #ranges = new IoRangeTable();
   readonly #handles = new Set<RangeHandle>();
+  readonly #handleOf = new Map<IoRange, RangeHandle>();
   readonly #processor: IoreqProcessor;
   readonly #buffered: BufferedIoreqReader | undefined;
   readonly #log: Logger;
@@ -338,7 +339,11 @@ export class IoreqServer extends EventEmitter<IoreqServerEvents> implements Disp
     const end = start + BigInt(length) - 1n;
     // Placeholders under a real device range give way to it (the doorbells they carried stay in the
     // notifier's table and are now reached through the device's range).
-    for (const w of clashes) this.#unmapRange(w);
+    for (const w of clashes) {
+      const h = this.#handleOf.get(w);
+      if (h !== undefined) h.unmap();
+      else this.#unmapRange(w);
+    }
     this.#ranges.add(range);
     try {
       this.xen.mapIoRangeToIoreqServer(this.domid, this.id, start, end, type);
@@ -348,9 +353,11 @@ export class IoreqServer extends EventEmitter<IoreqServerEvents> implements Disp
     }
     const handle = new RangeHandle(space, start, length, () => {
       this.#handles.delete(handle);
+      this.#handleOf.delete(range);
       if (!this.#closed) this.#unmapRange(range);
     });
     this.#handles.add(handle);
+    this.#handleOf.set(range, handle);
     return handle;
   }
 

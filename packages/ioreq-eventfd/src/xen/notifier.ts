@@ -294,9 +294,15 @@ export class XenNotifier implements Notifier {
 
   /** Maps a doorbell-only range unless a registered range already covers [addr, addr + len). */
   #ensureRange(space: IoSpace, addr: bigint, len: number): () => void {
-    const key = `${space}:${addr}:${len}`;
+    // A doorbell-only range of ours that already holds this doorbell is shared (refcounted), so it stays
+    // mapped until the last doorbell in it closes.
+    let key = `${space}:${addr}:${len}`;
+    for (const [k, e] of this.#autoRanges) {
+      const h = e.handle;
+      if (h.space === space && !h.closed && h.start <= addr && addr + BigInt(len) <= h.start + BigInt(h.length)) key = k;
+    }
     const existing = this.#autoRanges.get(key);
-    if (existing !== undefined) {
+    if (existing !== undefined && !existing.handle.closed) {
       existing.refs++;
     } else {
       if (this.#server.covers(space, addr, len)) return () => {};
