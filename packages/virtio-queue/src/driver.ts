@@ -32,6 +32,7 @@ import {
   vringNeedEvent,
 } from "./defs.js";
 import { VirtqueueError } from "./error.js";
+import { GuestPart, addrAdd } from "./guest-part.js";
 
 /** A guest buffer: `len` bytes at guest physical address `addr`. */
 export interface BufferSpec {
@@ -117,10 +118,10 @@ export class DriverQueue<T = unknown> {
   readonly eventIdx: boolean;
   readonly indirectMaxEntries: number;
   readonly #mem: GuestMemory;
-  readonly #desc: number;
-  readonly #avail: number;
-  readonly #used: number;
-  readonly #indirect: number;
+  readonly #desc: GuestPart;
+  readonly #avail: GuestPart;
+  readonly #used: GuestPart;
+  readonly #indirect: GuestPart | undefined;
   /** Free descriptor list, kept outside guest memory. */
   readonly #freeNext: Uint16Array;
   #freeHead = 0;
@@ -152,11 +153,11 @@ export class DriverQueue<T = unknown> {
     this.descTable = GuestAddress.from(config.descTable);
     this.availRing = GuestAddress.from(config.availRing);
     this.usedRing = GuestAddress.from(config.usedRing);
-    const part = (name: string, addr: GuestAddress, len: number, align: number): number => {
+    const part = (name: string, addr: GuestAddress, len: number, align: number): GuestPart => {
       if (!addr.isAligned(align)) throw new VirtqueueError("InvalidConfig", `${name} ${addr.toString()} is not ${align}-byte aligned`);
       if (!mem.checkRange(addr, len))
         throw new VirtqueueError("InvalidConfig", `${name} ${addr.toString()} (+${len}) is outside guest memory`);
-      return Number(addr.value);
+      return new GuestPart(addr.value, len);
     };
     this.#desc = part("descriptor table", this.descTable, descTableSize(size), DESC_TABLE_ALIGN);
     this.#avail = part("avail ring", this.availRing, availRingSize(size), AVAIL_RING_ALIGN);
@@ -169,7 +170,7 @@ export class DriverQueue<T = unknown> {
       this.#indirect = part("indirect tables", GuestAddress.from(config.indirect.table), size * maxEntries * 16, DESC_TABLE_ALIGN);
     } else {
       this.indirectMaxEntries = 0;
-      this.#indirect = -1;
+      this.#indirect = undefined;
     }
     this.#freeNext = new Uint16Array(size);
     for (let i = 0; i < size; i++) this.#freeNext[i] = (i + 1) & 0xffff;
@@ -178,13 +179,13 @@ export class DriverQueue<T = unknown> {
     const start = config.startIndex ?? 0;
     if (!Number.isInteger(start) || start < 0 || start > 0xffff) throw new RangeError(`startIndex ${start} outside 0..65535`);
     this.#availIdx = this.#publishedIdx = this.#kickedIdx = this.#lastUsed = start;
-    mem.store16(this.#avail + AVAIL_FLAGS, 0);
-    mem.store16(this.#avail + usedEventOffset(size), start);
-    mem.store16(this.#used + USED_FLAGS, 0);
-    mem.store16(this.#used + USED_IDX, start);
-    mem.store16(this.#used + availEventOffset(size), start);
+    mem.store16(this.#avail.addr(AVAIL_FLAGS), 0);
+    mem.store16(this.#avail.addr(usedEventOffset(size)), start);
+    mem.store16(this.#used.addr(USED_FLAGS), 0);
+    mem.store16(this.#used.addr(USED_IDX), start);
+    mem.store16(this.#used.addr(availEventOffset(size)), start);
     mem.fence();
-    mem.store16(this.#avail + AVAIL_IDX, start);
+    mem.store16(this.#avail.addr(AVAIL_IDX), start);
   }
 
   /** Where `create` places the parts, starting at `base` (rounded up to 16). */
@@ -245,7 +246,7 @@ export class DriverQueue<T = unknown> {
     return this.#lastUsed;
   }
 
-  #writeDesc(at: number, addr: bigint, len: number, flags: number, next: number): void {
+  #writeDesc(at: number | bigint, addr: bigint, len: number, flags: number, next: number): void {
     const v = this.#scratchView;
     v.setBigUint64(0, addr, true);
     v.setUint32(8, len, true);
@@ -280,18 +281,19 @@ export class DriverQueue<T = unknown> {
     let head: number;
     let descs: number[];
     if (options.indirect) {
-      if (this.#indirect < 0) throw new VirtqueueError("InvalidIndirect", "no indirect table area configured");
+      const area = this.#indirect;
+      if (!area) throw new VirtqueueError("InvalidIndirect", "no indirect table area configured");
       if (n > this.indirectMaxEntries)
         throw new VirtqueueError("InvalidArgument", `${n} buffers exceed the indirect table size ${this.indirectMaxEntries}`);
       if (this.#numFree < 1) throw new VirtqueueError("QueueFull", "no free descriptor");
       head = this.#allocate();
       descs = [head];
-      const table = this.#indirect + head * this.indirectMaxEntries * 16;
+      const table = area.addr(head * this.indirectMaxEntries * 16);
       for (let i = 0; i < n; i++) {
         const b = bufs[i]!;
-        this.#writeDesc(table + i * 16, b.addr, b.len, b.flags | (i < n - 1 ? VIRTQ_DESC_F_NEXT : 0), i < n - 1 ? i + 1 : 0);
+        this.#writeDesc(addrAdd(table, i * 16), b.addr, b.len, b.flags | (i < n - 1 ? VIRTQ_DESC_F_NEXT : 0), i < n - 1 ? i + 1 : 0);
       }
-      this.#writeDesc(this.#desc + head * 16, BigInt(table), n * 16, VIRTQ_DESC_F_INDIRECT, 0);
+      this.#writeDesc(this.#desc.addr(head * 16), BigInt(table), n * 16, VIRTQ_DESC_F_INDIRECT, 0);
     } else {
       if (this.#numFree < n) throw new VirtqueueError("QueueFull", `${n} descriptors needed, ${this.#numFree} free`);
       descs = [];
@@ -300,11 +302,11 @@ export class DriverQueue<T = unknown> {
       for (let i = 0; i < n; i++) {
         const b = bufs[i]!;
         const last = i === n - 1;
-        this.#writeDesc(this.#desc + descs[i]! * 16, b.addr, b.len, b.flags | (last ? 0 : VIRTQ_DESC_F_NEXT), last ? 0 : descs[i + 1]!);
+        this.#writeDesc(this.#desc.addr(descs[i]! * 16), b.addr, b.len, b.flags | (last ? 0 : VIRTQ_DESC_F_NEXT), last ? 0 : descs[i + 1]!);
       }
     }
     this.#inFlight[head] = { descs, token: options.token };
-    this.#mem.store16(this.#avail + AVAIL_RING + 2 * (this.#availIdx & (this.size - 1)), head);
+    this.#mem.store16(this.#avail.addr(AVAIL_RING + 2 * (this.#availIdx & (this.size - 1))), head);
     this.#availIdx = (this.#availIdx + 1) & 0xffff;
     if (options.publish ?? true) this.publish();
     return head;
@@ -333,7 +335,7 @@ export class DriverQueue<T = unknown> {
   publish(): void {
     if (this.#publishedIdx === this.#availIdx) return;
     this.#mem.fence();
-    this.#mem.store16(this.#avail + AVAIL_IDX, this.#availIdx);
+    this.#mem.store16(this.#avail.addr(AVAIL_IDX), this.#availIdx);
     this.#publishedIdx = this.#availIdx;
   }
 
@@ -347,13 +349,13 @@ export class DriverQueue<T = unknown> {
     const old = this.#kickedIdx;
     const now = this.#publishedIdx;
     this.#kickedIdx = now;
-    if (this.eventIdx) return vringNeedEvent(this.#mem.load16(this.#used + availEventOffset(this.size)), now, old);
-    return (this.#mem.load16(this.#used + USED_FLAGS) & VIRTQ_USED_F_NO_NOTIFY) === 0;
+    if (this.eventIdx) return vringNeedEvent(this.#mem.load16(this.#used.addr(availEventOffset(this.size))), now, old);
+    return (this.#mem.load16(this.#used.addr(USED_FLAGS)) & VIRTQ_USED_F_NO_NOTIFY) === 0;
   }
 
   /** Whether the device has returned entries not yet harvested. */
   hasUsed(): boolean {
-    return this.#mem.load16(this.#used + USED_IDX) !== this.#lastUsed;
+    return this.#mem.load16(this.#used.addr(USED_IDX)) !== this.#lastUsed;
   }
 
   /**
@@ -363,17 +365,17 @@ export class DriverQueue<T = unknown> {
    */
   getUsed(): UsedElement<T> | undefined {
     const mem = this.#mem;
-    const usedIdx = mem.load16(this.#used + USED_IDX);
+    const usedIdx = mem.load16(this.#used.addr(USED_IDX));
     if (usedIdx === this.#lastUsed) return undefined;
     if (((usedIdx - this.#lastUsed) & 0xffff) > this.size)
       throw new VirtqueueError("InvalidUsedIdx", `used idx ${usedIdx} is more than ${this.size} past ${this.#lastUsed}`);
     // The element is written before the index: read it only after seeing the index.
     mem.fence();
-    const slot = this.#used + USED_RING + 8 * (this.#lastUsed & (this.size - 1));
+    const slot = this.#used.addr(USED_RING + 8 * (this.#lastUsed & (this.size - 1)));
     const id = mem.load32(slot);
-    const len = mem.load32(slot + 4);
+    const len = mem.load32(addrAdd(slot, 4));
     this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
-    if (this.eventIdx && !this.#interruptsDisabled) mem.store16(this.#avail + usedEventOffset(this.size), this.#lastUsed);
+    if (this.eventIdx && !this.#interruptsDisabled) mem.store16(this.#avail.addr(usedEventOffset(this.size)), this.#lastUsed);
     const f = id < this.size ? this.#inFlight[id] : undefined;
     if (!f) throw new VirtqueueError("InvalidIndex", `device returned id ${id}, which is not an in-flight chain head`);
     this.#inFlight[id] = undefined;
@@ -395,8 +397,8 @@ export class DriverQueue<T = unknown> {
   /** Asks the device not to interrupt (VIRTQ_AVAIL_F_NO_INTERRUPT, or a far-away used_event with EVENT_IDX). */
   disableInterrupts(): void {
     this.#interruptsDisabled = true;
-    if (this.eventIdx) this.#mem.store16(this.#avail + usedEventOffset(this.size), (this.#lastUsed + 0x8000) & 0xffff);
-    else this.#mem.store16(this.#avail + AVAIL_FLAGS, VIRTQ_AVAIL_F_NO_INTERRUPT);
+    if (this.eventIdx) this.#mem.store16(this.#avail.addr(usedEventOffset(this.size)), (this.#lastUsed + 0x8000) & 0xffff);
+    else this.#mem.store16(this.#avail.addr(AVAIL_FLAGS), VIRTQ_AVAIL_F_NO_INTERRUPT);
   }
 
   /**
@@ -405,8 +407,8 @@ export class DriverQueue<T = unknown> {
    */
   enableInterrupts(): boolean {
     this.#interruptsDisabled = false;
-    if (this.eventIdx) this.#mem.store16(this.#avail + usedEventOffset(this.size), this.#lastUsed);
-    else this.#mem.store16(this.#avail + AVAIL_FLAGS, 0);
+    if (this.eventIdx) this.#mem.store16(this.#avail.addr(usedEventOffset(this.size)), this.#lastUsed);
+    else this.#mem.store16(this.#avail.addr(AVAIL_FLAGS), 0);
     this.#mem.fence();
     return this.hasUsed();
   }

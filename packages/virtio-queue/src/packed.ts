@@ -10,6 +10,7 @@ import { MAX_QUEUE_SIZE, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_
 import { Descriptor } from "./descriptor.js";
 import type { AddOptions, ChainSpec, UsedElement } from "./driver.js";
 import { VirtqueueError } from "./error.js";
+import { GuestPart, addrAdd } from "./guest-part.js";
 
 /** virtio_ring.h: VRING_PACKED_DESC_F_AVAIL (bit 7). */
 export const VIRTQ_DESC_F_AVAIL = 1 << 7;
@@ -39,7 +40,7 @@ function checkSize(size: number): void {
     throw new VirtqueueError("InvalidConfig", `packed queue size ${size} outside 1..${MAX_QUEUE_SIZE}`);
 }
 
-function checkPart(mem: GuestMemory, name: string, addr: GuestAddress, len: number, align: number): number {
+function checkPart(mem: GuestMemory, name: string, addr: GuestAddress, len: number, align: number): GuestPart {
   if (!addr.isAligned(align)) throw new VirtqueueError("InvalidConfig", `${name} ${addr.toString()} is not ${align}-byte aligned`);
   let ok: boolean;
   try {
@@ -49,7 +50,7 @@ function checkPart(mem: GuestMemory, name: string, addr: GuestAddress, len: numb
     throw e;
   }
   if (!ok) throw new VirtqueueError("InvalidConfig", `${name} ${addr.toString()} (+${len}) is outside guest memory`);
-  return Number(addr.value);
+  return new GuestPart(addr.value, len);
 }
 
 function guestErr(e: unknown, what: string): never {
@@ -112,10 +113,10 @@ export class PackedDriverQueue<T = unknown> {
   readonly eventIdx: boolean;
   readonly indirectMaxEntries: number;
   readonly #mem: GuestMemory;
-  readonly #ring: number;
-  readonly #drv: number;
-  readonly #dev: number;
-  readonly #indirect: number;
+  readonly #ring: GuestPart;
+  readonly #drv: GuestPart;
+  readonly #dev: GuestPart;
+  readonly #indirect: GuestPart | undefined;
   #nextAvail = 0;
   #availWrap = 1;
   #lastUsed = 0;
@@ -154,14 +155,14 @@ export class PackedDriverQueue<T = unknown> {
       this.#indirect = checkPart(mem, "indirect tables", GuestAddress.from(config.indirect.table), this.size * maxEntries * 16, 16);
     } else {
       this.indirectMaxEntries = 0;
-      this.#indirect = -1;
+      this.#indirect = undefined;
     }
     this.#numFree = this.size;
     this.#freeIds = new Uint16Array(this.size);
     for (let i = 0; i < this.size; i++) this.#freeIds[i] = this.size - 1 - i;
     this.#freeIdCount = this.size;
     this.#inFlight = new Array<PackedInFlight<T> | undefined>(this.size).fill(undefined);
-    mem.store16(this.#drv + EVENT_FLAGS, RING_EVENT_FLAGS_ENABLE);
+    mem.store16(this.#drv.addr(EVENT_FLAGS), RING_EVENT_FLAGS_ENABLE);
   }
 
   /** Where `create` puts each part, from `base` rounded up to 16. */
@@ -205,7 +206,7 @@ export class PackedDriverQueue<T = unknown> {
     return this.#numFree;
   }
 
-  #writeBody(at: number, addr: bigint, len: number, id: number): void {
+  #writeBody(at: number | bigint, addr: bigint, len: number, id: number): void {
     const v = this.#view;
     v.setBigUint64(0, addr, true);
     v.setUint32(8, len, true);
@@ -237,39 +238,40 @@ export class PackedDriverQueue<T = unknown> {
     if (n === 0) throw new VirtqueueError("InvalidArgument", "a chain needs at least one buffer");
     const indirect = options.indirect ?? false;
     if (indirect) {
-      if (this.#indirect < 0) throw new VirtqueueError("InvalidIndirect", "no indirect table area configured");
+      if (!this.#indirect) throw new VirtqueueError("InvalidIndirect", "no indirect table area configured");
       if (n > this.indirectMaxEntries) throw new VirtqueueError("InvalidArgument", `${n} buffers exceed the indirect table size ${this.indirectMaxEntries}`);
     }
     const slots = indirect ? 1 : n;
     if (this.#numFree < slots || this.#freeIdCount === 0) throw new VirtqueueError("QueueFull", `${slots} slots needed, ${this.#numFree} free`);
     const id = this.#freeIds[--this.#freeIdCount]!;
-    const ringBufs = indirect ? [{ addr: BigInt(this.#indirect + id * this.indirectMaxEntries * 16), len: n * 16, flags: VIRTQ_DESC_F_INDIRECT }] : bufs;
+    const area = this.#indirect;
+    const tableAddr = area && indirect ? area.addr(id * this.indirectMaxEntries * 16) : 0;
+    const ringBufs = indirect ? [{ addr: BigInt(tableAddr), len: n * 16, flags: VIRTQ_DESC_F_INDIRECT }] : bufs;
     if (indirect) {
       // virtio 1.2 2.8.19: the table's descriptors are consecutive; NEXT is not used inside it.
-      const table = this.#indirect + id * this.indirectMaxEntries * 16;
       for (let i = 0; i < n; i++) {
         const b = bufs[i]!;
-        this.#writeBody(table + i * 16, b.addr, b.len, id);
-        this.#mem.store16(table + i * 16 + DESC_FLAGS, b.flags);
+        this.#writeBody(addrAdd(tableAddr, i * 16), b.addr, b.len, id);
+        this.#mem.store16(addrAdd(tableAddr, i * 16 + DESC_FLAGS), b.flags);
       }
     }
     const head = this.#nextAvail;
     let headFlags = 0;
     for (let i = 0; i < slots; i++) {
       const b = ringBufs[i]!;
-      const at = this.#ring + this.#nextAvail * 16;
+      const at = this.#ring.addr(this.#nextAvail * 16);
       const wrapBits = this.#availWrap ? VIRTQ_DESC_F_AVAIL : VIRTQ_DESC_F_USED;
       const flags = b.flags | (i < slots - 1 ? VIRTQ_DESC_F_NEXT : 0) | wrapBits;
       this.#writeBody(at, b.addr, b.len, id);
       if (i === 0) headFlags = flags;
-      else this.#mem.store16(at + DESC_FLAGS, flags);
+      else this.#mem.store16(addrAdd(at, DESC_FLAGS), flags);
       if (++this.#nextAvail === this.size) {
         this.#nextAvail = 0;
         this.#availWrap ^= 1;
       }
     }
     this.#mem.fence();
-    this.#mem.store16(this.#ring + head * 16 + DESC_FLAGS, headFlags);
+    this.#mem.store16(this.#ring.addr(head * 16 + DESC_FLAGS), headFlags);
     this.#numFree -= slots;
     this.#numAdded += slots;
     this.#inFlight[id] = { slots, token: options.token };
@@ -281,16 +283,16 @@ export class PackedDriverQueue<T = unknown> {
     this.#mem.fence();
     const added = this.#numAdded;
     this.#numAdded = 0;
-    const flags = this.#mem.load16(this.#dev + EVENT_FLAGS) & 3;
+    const flags = this.#mem.load16(this.#dev.addr(EVENT_FLAGS)) & 3;
     if (flags === RING_EVENT_FLAGS_DISABLE) return false;
     if (flags !== RING_EVENT_FLAGS_DESC || !this.eventIdx) return true;
     const newIdx = this.#nextAvail;
-    return packedNeedEvent(this.#mem.load16(this.#dev + EVENT_OFF_WRAP), this.#availWrap, this.size, newIdx, newIdx - added);
+    return packedNeedEvent(this.#mem.load16(this.#dev.addr(EVENT_OFF_WRAP)), this.#availWrap, this.size, newIdx, newIdx - added);
   }
 
   /** Whether a used entry is waiting. */
   hasUsed(): boolean {
-    return isUsed(this.#mem.load16(this.#ring + this.#lastUsed * 16 + DESC_FLAGS), this.#usedWrap);
+    return isUsed(this.#mem.load16(this.#ring.addr(this.#lastUsed * 16 + DESC_FLAGS)), this.#usedWrap);
   }
 
   /**
@@ -300,11 +302,11 @@ export class PackedDriverQueue<T = unknown> {
    */
   getUsed(): UsedElement<T> | undefined {
     const mem = this.#mem;
-    const at = this.#ring + this.#lastUsed * 16;
-    if (!isUsed(mem.load16(at + DESC_FLAGS), this.#usedWrap)) return undefined;
+    const at = this.#ring.addr(this.#lastUsed * 16);
+    if (!isUsed(mem.load16(addrAdd(at, DESC_FLAGS)), this.#usedWrap)) return undefined;
     mem.fence();
-    const id = mem.load16(at + DESC_ID);
-    const len = mem.load32(at + DESC_LEN);
+    const id = mem.load16(addrAdd(at, DESC_ID));
+    const len = mem.load32(addrAdd(at, DESC_LEN));
     const f = id < this.size ? this.#inFlight[id] : undefined;
     if (!f) throw new VirtqueueError("InvalidIndex", `device returned buffer id ${id}, which is not in flight`);
     this.#inFlight[id] = undefined;
@@ -315,7 +317,7 @@ export class PackedDriverQueue<T = unknown> {
       this.#lastUsed -= this.size;
       this.#usedWrap ^= 1;
     }
-    if (this.eventIdx && !this.#interruptsDisabled) mem.store16(this.#drv + EVENT_OFF_WRAP, this.#lastUsed | (this.#usedWrap << 15));
+    if (this.eventIdx && !this.#interruptsDisabled) mem.store16(this.#drv.addr(EVENT_OFF_WRAP), this.#lastUsed | (this.#usedWrap << 15));
     return { id, len, token: f.token };
   }
 
@@ -331,17 +333,17 @@ export class PackedDriverQueue<T = unknown> {
 
   disableInterrupts(): void {
     this.#interruptsDisabled = true;
-    this.#mem.store16(this.#drv + EVENT_FLAGS, RING_EVENT_FLAGS_DISABLE);
+    this.#mem.store16(this.#drv.addr(EVENT_FLAGS), RING_EVENT_FLAGS_DISABLE);
   }
 
   /** Re-enables interrupts (at the next used entry with EVENT_IDX); returns whether entries are pending. */
   enableInterrupts(): boolean {
     this.#interruptsDisabled = false;
     if (this.eventIdx) {
-      this.#mem.store16(this.#drv + EVENT_OFF_WRAP, this.#lastUsed | (this.#usedWrap << 15));
-      this.#mem.store16(this.#drv + EVENT_FLAGS, RING_EVENT_FLAGS_DESC);
+      this.#mem.store16(this.#drv.addr(EVENT_OFF_WRAP), this.#lastUsed | (this.#usedWrap << 15));
+      this.#mem.store16(this.#drv.addr(EVENT_FLAGS), RING_EVENT_FLAGS_DESC);
     } else {
-      this.#mem.store16(this.#drv + EVENT_FLAGS, RING_EVENT_FLAGS_ENABLE);
+      this.#mem.store16(this.#drv.addr(EVENT_FLAGS), RING_EVENT_FLAGS_ENABLE);
     }
     this.#mem.fence();
     return this.hasUsed();
@@ -367,9 +369,9 @@ export interface PackedQueueOptions {
 
 interface PackedRings {
   readonly size: number;
-  readonly ring: number;
-  readonly drv: number;
-  readonly dev: number;
+  readonly ring: GuestPart;
+  readonly drv: GuestPart;
+  readonly dev: GuestPart;
 }
 
 /**
@@ -527,7 +529,7 @@ export class PackedQueue {
     return this.#rings;
   }
 
-  #read(at: number): { addr: bigint; len: number; id: number; flags: number } {
+  #read(at: number | bigint): { addr: bigint; len: number; id: number; flags: number } {
     try {
       this.#mem.readInto(at, this.#scratch);
     } catch (e) {
@@ -541,7 +543,7 @@ export class PackedQueue {
   hasAvailable(): boolean {
     const r = this.#config();
     try {
-      return isAvail(this.#mem.load16(r.ring + this.#nextAvail * 16 + DESC_FLAGS), this.#availWrap);
+      return isAvail(this.#mem.load16(r.ring.addr(this.#nextAvail * 16 + DESC_FLAGS)), this.#availWrap);
     } catch (e) {
       guestErr(e, "descriptor ring");
     }
@@ -556,10 +558,10 @@ export class PackedQueue {
   pop(): PackedDescriptorChain | undefined {
     const r = this.#config();
     const mem = this.#mem;
-    const first = r.ring + this.#nextAvail * 16;
+    const first = r.ring.addr(this.#nextAvail * 16);
     let headFlags: number;
     try {
-      headFlags = mem.load16(first + DESC_FLAGS);
+      headFlags = mem.load16(addrAdd(first, DESC_FLAGS));
     } catch (e) {
       guestErr(e, "descriptor ring");
     }
@@ -569,7 +571,7 @@ export class PackedQueue {
     const raw: { addr: bigint; len: number; id: number; flags: number }[] = [];
     let pos = this.#nextAvail;
     for (;;) {
-      const d = this.#read(r.ring + pos * 16);
+      const d = this.#read(r.ring.addr(pos * 16));
       raw.push(d);
       if (++pos === r.size) pos = 0;
       if ((d.flags & VIRTQ_DESC_F_NEXT) === 0) break;
@@ -633,11 +635,11 @@ export class PackedQueue {
       } catch (e) {
         guestErr(e, "indirect table");
       }
-      if (!ok || d.addr > BigInt(Number.MAX_SAFE_INTEGER)) fail("OutOfBounds", `indirect table 0x${d.addr.toString(16)} (+${d.len}) outside guest memory`);
+      if (!ok) fail("OutOfBounds", `indirect table 0x${d.addr.toString(16)} (+${d.len}) outside guest memory`);
       indirect = true;
-      const table = Number(d.addr);
+      const table = new GuestPart(d.addr, d.len);
       for (let i = 0; i < n; i++) {
-        const e = this.#read(table + i * 16);
+        const e = this.#read(table.addr(i * 16));
         if ((e.flags & VIRTQ_DESC_F_INDIRECT) !== 0) fail("InvalidIndirect", "indirect descriptor inside an indirect table");
         take(e.addr, e.len, e.flags & (VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT));
       }
@@ -656,12 +658,12 @@ export class PackedQueue {
     if (!Number.isInteger(chain.slots) || chain.slots < 1 || chain.slots > r.size)
       throw new VirtqueueError("InvalidArgument", `slot count ${chain.slots} outside 1..${r.size}`);
     if (!Number.isInteger(len) || len < 0 || len > 0xffffffff) throw new RangeError(`used len ${len} is not a u32`);
-    const at = r.ring + this.#nextUsed * 16;
+    const at = r.ring.addr(this.#nextUsed * 16);
     try {
-      this.#mem.store32(at + DESC_LEN, len);
-      this.#mem.store16(at + DESC_ID, chain.head);
+      this.#mem.store32(addrAdd(at, DESC_LEN), len);
+      this.#mem.store16(addrAdd(at, DESC_ID), chain.head);
       this.#mem.fence();
-      this.#mem.store16(at + DESC_FLAGS, this.#usedWrap ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0);
+      this.#mem.store16(addrAdd(at, DESC_FLAGS), this.#usedWrap ? VIRTQ_DESC_F_AVAIL | VIRTQ_DESC_F_USED : 0);
     } catch (e) {
       guestErr(e, "descriptor ring");
     }
@@ -680,10 +682,10 @@ export class PackedQueue {
       this.#mem.fence();
       const used = this.#usedSinceSignal;
       this.#usedSinceSignal = 0;
-      const flags = this.#mem.load16(r.drv + EVENT_FLAGS) & 3;
+      const flags = this.#mem.load16(r.drv.addr(EVENT_FLAGS)) & 3;
       if (flags === RING_EVENT_FLAGS_DISABLE) return false;
       if (flags !== RING_EVENT_FLAGS_DESC || !this.#eventIdx) return true;
-      return packedNeedEvent(this.#mem.load16(r.drv + EVENT_OFF_WRAP), this.#usedWrap, r.size, this.#nextUsed, this.#nextUsed - used);
+      return packedNeedEvent(this.#mem.load16(r.drv.addr(EVENT_OFF_WRAP)), this.#usedWrap, r.size, this.#nextUsed, this.#nextUsed - used);
     } catch (e) {
       guestErr(e, "driver event area");
     }
@@ -694,10 +696,10 @@ export class PackedQueue {
     const r = this.#config();
     try {
       if (this.#eventIdx) {
-        this.#mem.store16(r.dev + EVENT_OFF_WRAP, this.#nextAvail | (this.#availWrap << 15));
-        this.#mem.store16(r.dev + EVENT_FLAGS, RING_EVENT_FLAGS_DESC);
+        this.#mem.store16(r.dev.addr(EVENT_OFF_WRAP), this.#nextAvail | (this.#availWrap << 15));
+        this.#mem.store16(r.dev.addr(EVENT_FLAGS), RING_EVENT_FLAGS_DESC);
       } else {
-        this.#mem.store16(r.dev + EVENT_FLAGS, RING_EVENT_FLAGS_ENABLE);
+        this.#mem.store16(r.dev.addr(EVENT_FLAGS), RING_EVENT_FLAGS_ENABLE);
       }
       this.#mem.fence();
     } catch (e) {
@@ -709,7 +711,7 @@ export class PackedQueue {
   disableNotification(): void {
     const r = this.#config();
     try {
-      this.#mem.store16(r.dev + EVENT_FLAGS, RING_EVENT_FLAGS_DISABLE);
+      this.#mem.store16(r.dev.addr(EVENT_FLAGS), RING_EVENT_FLAGS_DISABLE);
     } catch (e) {
       guestErr(e, "device event area");
     }

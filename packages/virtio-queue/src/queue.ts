@@ -34,6 +34,7 @@ import {
 } from "./defs.js";
 import { Descriptor } from "./descriptor.js";
 import { VirtqueueError } from "./error.js";
+import { GuestPart, addrAdd } from "./guest-part.js";
 
 export interface QueueOptions {
   /** Largest size the device supports (default 32768). */
@@ -50,9 +51,9 @@ export interface QueueOptions {
 /** The parts' addresses as plain numbers, available once the configuration is validated. */
 interface Rings {
   readonly size: number;
-  readonly desc: number;
-  readonly avail: number;
-  readonly used: number;
+  readonly desc: GuestPart;
+  readonly avail: GuestPart;
+  readonly used: GuestPart;
 }
 
 function guestErr(e: unknown, what: string, head?: number): never {
@@ -220,7 +221,7 @@ export class Queue {
     if (!this.#ready) throw new VirtqueueError("InvalidConfig", "queue is not ready");
     if (!isPowerOfTwo(size) || size > this.maxSize)
       throw new VirtqueueError("InvalidConfig", `queue size ${size} is not a power of two <= ${this.maxSize}`);
-    const part = (name: string, addr: GuestAddress, len: number, align: number): number => {
+    const part = (name: string, addr: GuestAddress, len: number, align: number): GuestPart => {
       if (!addr.isAligned(align)) throw new VirtqueueError("InvalidConfig", `${name} ${addr.toString()} is not ${align}-byte aligned`);
       let ok: boolean;
       try {
@@ -229,7 +230,7 @@ export class Queue {
         guestErr(e, name);
       }
       if (!ok) throw new VirtqueueError("InvalidConfig", `${name} ${addr.toString()} (+${len}) is outside guest memory`);
-      return Number(addr.value);
+      return new GuestPart(addr.value, len);
     };
     const rings = {
       size,
@@ -245,7 +246,7 @@ export class Queue {
   availIdx(): number {
     const r = this.#config();
     try {
-      return this.#mem.load16(r.avail + AVAIL_IDX);
+      return this.#mem.load16(r.avail.addr(AVAIL_IDX));
     } catch (e) {
       guestErr(e, "avail idx");
     }
@@ -255,7 +256,7 @@ export class Queue {
   usedIdx(): number {
     const r = this.#config();
     try {
-      return this.#mem.load16(r.used + USED_IDX);
+      return this.#mem.load16(r.used.addr(USED_IDX));
     } catch (e) {
       guestErr(e, "used idx");
     }
@@ -277,14 +278,14 @@ export class Queue {
     const mem = this.#mem;
     let head: number;
     try {
-      const availIdx = mem.load16(r.avail + AVAIL_IDX);
+      const availIdx = mem.load16(r.avail.addr(AVAIL_IDX));
       const pending = (availIdx - this.#nextAvail) & 0xffff;
       if (pending === 0) return undefined;
       if (pending > r.size)
         throw new VirtqueueError("InvalidAvailIdx", `avail idx ${availIdx} is ${pending} entries past ${this.#nextAvail} (queue size ${r.size})`);
       // Ring entries and descriptors were written before the index: read them only after it.
       mem.fence();
-      head = mem.load16(r.avail + AVAIL_RING + 2 * (this.#nextAvail & (r.size - 1)));
+      head = mem.load16(r.avail.addr(AVAIL_RING + 2 * (this.#nextAvail & (r.size - 1))));
     } catch (e) {
       guestErr(e, "avail ring");
     }
@@ -307,7 +308,7 @@ export class Queue {
     }
   }
 
-  #readDesc(at: number, head: number): Descriptor {
+  #readDesc(at: number | bigint, head: number): Descriptor {
     try {
       this.#mem.readInto(at, this.#scratch);
     } catch (e) {
@@ -341,7 +342,7 @@ export class Queue {
     for (;;) {
       if (idx >= entries) fail("InvalidIndex", `next index ${idx} outside a ${entries}-entry ${indirect ? "indirect " : ""}table`);
       if (!this.#mark(idx)) fail("DescriptorLoop", `descriptor ${idx} visited twice`);
-      const d = this.#readDesc(table + idx * 16, head);
+      const d = this.#readDesc(table.addr(idx * 16), head);
       if ((d.flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
         // virtio 1.2 2.7.5.3.1: one table per descriptor, no nesting, INDIRECT and NEXT not both.
         if (indirect) fail("InvalidIndirect", "indirect descriptor inside an indirect table");
@@ -352,8 +353,7 @@ export class Queue {
         if (n > 65536) fail("InvalidIndirect", `indirect table of ${n} entries (next is 16-bit)`);
         if (descs.length + n > maxLen) fail("ChainTooLong", `indirect table of ${n} descriptors exceeds ${maxLen}`);
         if (!this.#inMemory(d.addr, d.len, head)) fail("OutOfBounds", `indirect table 0x${d.addr.toString(16)} (+${d.len}) outside guest memory`);
-        if (d.addr > BigInt(Number.MAX_SAFE_INTEGER)) fail("OutOfBounds", "indirect table above 2^53");
-        table = Number(d.addr);
+        table = new GuestPart(d.addr, d.len);
         entries = n;
         idx = 0;
         indirect = true;
@@ -382,10 +382,10 @@ export class Queue {
     if (!Number.isInteger(head) || head < 0 || head >= r.size)
       throw new VirtqueueError("InvalidIndex", `used id ${head} outside a ${r.size}-entry table`);
     if (!Number.isInteger(len) || len < 0 || len > 0xffffffff) throw new RangeError(`used len ${len} is not a u32`);
-    const slot = r.used + USED_RING + 8 * (this.#nextUsed & (r.size - 1));
+    const slot = r.used.addr(USED_RING + 8 * (this.#nextUsed & (r.size - 1)));
     try {
       this.#mem.store32(slot, head);
-      this.#mem.store32(slot + 4, len);
+      this.#mem.store32(addrAdd(slot, 4), len);
     } catch (e) {
       guestErr(e, "used ring");
     }
@@ -398,7 +398,7 @@ export class Queue {
     const r = this.#config();
     try {
       this.#mem.fence();
-      this.#mem.store16(r.used + USED_IDX, this.#nextUsed);
+      this.#mem.store16(r.used.addr(USED_IDX), this.#nextUsed);
     } catch (e) {
       guestErr(e, "used idx");
     }
@@ -415,9 +415,9 @@ export class Queue {
       const used = this.#nextUsed;
       const old = this.#signalledUsed;
       this.#signalledUsed = used;
-      if (!this.#eventIdx) return (this.#mem.load16(r.avail + AVAIL_FLAGS) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+      if (!this.#eventIdx) return (this.#mem.load16(r.avail.addr(AVAIL_FLAGS)) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
       if (old === undefined) return true;
-      return vringNeedEvent(this.#mem.load16(r.avail + usedEventOffset(r.size)), used, old);
+      return vringNeedEvent(this.#mem.load16(r.avail.addr(usedEventOffset(r.size))), used, old);
     } catch (e) {
       guestErr(e, "avail ring");
     }
@@ -430,10 +430,10 @@ export class Queue {
   enableNotification(): boolean {
     const r = this.#config();
     try {
-      if (this.#eventIdx) this.#mem.store16(r.used + availEventOffset(r.size), this.#nextAvail);
-      else this.#mem.store16(r.used + USED_FLAGS, 0);
+      if (this.#eventIdx) this.#mem.store16(r.used.addr(availEventOffset(r.size)), this.#nextAvail);
+      else this.#mem.store16(r.used.addr(USED_FLAGS), 0);
       this.#mem.fence();
-      return this.#mem.load16(r.avail + AVAIL_IDX) !== this.#nextAvail;
+      return this.#mem.load16(r.avail.addr(AVAIL_IDX)) !== this.#nextAvail;
     } catch (e) {
       guestErr(e, "used ring");
     }
@@ -444,7 +444,7 @@ export class Queue {
     const r = this.#config();
     if (this.#eventIdx) return;
     try {
-      this.#mem.store16(r.used + USED_FLAGS, VIRTQ_USED_F_NO_NOTIFY);
+      this.#mem.store16(r.used.addr(USED_FLAGS), VIRTQ_USED_F_NO_NOTIFY);
     } catch (e) {
       guestErr(e, "used ring");
     }
