@@ -84,7 +84,7 @@ export class GuestProcess {
 
   /** Kills the vCPU process (e.g. when it blocks in an ioreq nobody answers). */
   kill(): void {
-    if (this.child.exitCode === null) this.child.kill("SIGKILL");
+    if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill("SIGKILL");
   }
 }
 
@@ -227,7 +227,7 @@ export class Simulator {
     for (const t of this.#transports) t.close();
     this.#control?.close();
     const exited = new Promise<void>((resolve) => {
-      if (this.#child.exitCode !== null) resolve();
+      if (this.#child.exitCode !== null || this.#child.signalCode !== null) resolve();
       else this.#child.once("exit", () => resolve());
     });
     this.#child.stdin?.end();

@@ -285,3 +285,21 @@ describe("selecting the simulator in another process (XEN_VHOST_SIM)", () => {
     expect(JSON.parse(out)).toEqual({ kind: "xen-sim", domains: [0, 1, 5] });
   });
 });
+
+describe("the simulator dies under a transport", () => {
+  it("fails calls with kind Disconnected and still closes cleanly", async () => {
+    const leaks2 = fdLeakCheck();
+    const s = await startSimulator({ xenstore: false, domains: [{ domid: 1, ram: 1 << 20 }] });
+    const t = s.connect();
+    const xen = Xen.open({ transport: t });
+    const evt = t.openEventChannels();
+    expect(xen.nrVcpus(1)).toBe(1);
+    process.kill(s.pid, "SIGKILL");
+    await new Promise((r) => setTimeout(r, 100));
+    expect(() => xen.nrVcpus(1)).toThrow(expect.objectContaining({ kind: "Disconnected" }));
+    evt.close();
+    t.close();
+    await s.close();
+    expect(leaks2.check()).toEqual([]);
+  });
+});

@@ -20,6 +20,10 @@ export class SimRpc {
       r = this.client.call(method, params, sendFds);
     } catch (err) {
       if (err instanceof SimError && err.kind === "Closed") throw XenError.closed("sim transport");
+      // The simulator process is gone: what a dead /dev/xen would be; nothing on this connection works again.
+      if (err instanceof SimError && err.kind === "Disconnected") {
+        throw new XenError("Disconnected", `${op}: the simulator went away (${err.message})`, { op, code: "ECONNRESET", errno: 104 }, { cause: err });
+      }
       throw new XenError("OperationFailed", `${op}: ${err instanceof Error ? err.message : String(err)}`, { op }, { cause: err });
     }
     if (r.refused) {
