@@ -13,7 +13,7 @@ import { startSimulator, type Simulator } from "@xen-vhost/xen-sim";
 const here = dirname(fileURLToPath(import.meta.url));
 const bridgeMain = join(here, "..", "dist", "main.js");
 const rngMain = join(here, "..", "..", "vhost-device-rng", "dist", "main.js");
-const mapper = join(here, "fixtures", "sim-region-mapper.mjs");
+const mapper = join(here, "..", "demo", "sim-region-mapper.mjs");
 
 let sim: Simulator;
 let dir: string;

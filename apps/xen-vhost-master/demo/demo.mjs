@@ -1,0 +1,99 @@
+#!/usr/bin/env node
+// `pnpm demo`: the seed's flow on a laptop, without Xen. A simulated Arm guest gets a virtio-mmio slot in
+// xenstore (as xl writes it), the project's vhost-device-rng backend serves it, and xen-vhost-master - started
+// with the seed's command line - bridges the two. Prints, step by step, what each party did and what the
+// guest saw. Every line above xen-sys's transport is the code that runs in dom0 on real Xen.
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { startSimulator } from "@xen-vhost/xen-sim";
+
+const here = dirname(fileURLToPath(import.meta.url));
+const bridgeMain = join(here, "..", "dist", "main.js");
+const rngMain = join(here, "..", "..", "vhost-device-rng", "dist", "main.js");
+const mapper = join(here, "sim-region-mapper.mjs");
+const say = (who, msg) => console.log(`${`[${who}]`.padEnd(10)} ${msg}`);
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function start(who, script, args, env, show) {
+  const child = spawn(process.execPath, [script, ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  let buf = "";
+  const onData = (d) => {
+    buf += d.toString();
+    let i;
+    while ((i = buf.indexOf("\n")) >= 0) {
+      const line = buf.slice(0, i);
+      buf = buf.slice(i + 1);
+      try {
+        const o = JSON.parse(line);
+        if (show(o)) say(who, `${o.msg}${o.device ? ` (${o.device})` : ""}${extra(o)}`);
+      } catch {
+        if (line.trim()) say(who, line);
+      }
+    }
+  };
+  child.stdout.on("data", onData);
+  child.stderr.on("data", onData);
+  return child;
+}
+
+function extra(o) {
+  const keep = ["socket", "deviceId", "base", "irq", "features", "protocolFeatures", "queues", "kind", "reason", "banks"];
+  const parts = keep.filter((k) => o[k] !== undefined).map((k) => `${k}=${typeof o[k] === "object" ? JSON.stringify(o[k]) : o[k]}`);
+  return parts.length ? `: ${parts.join(" ")}` : "";
+}
+
+async function waitFor(what, cond, ms = 20_000) {
+  const end = Date.now() + ms;
+  while (!cond()) {
+    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
+    await sleep(25);
+  }
+}
+
+const dir = mkdtempSync(join(tmpdir(), "xen-vhost-demo-"));
+const sim = await startSimulator({ domains: [{ domid: 1, name: "demo-guest", ram: 64 << 20, vcpus: 1 }] });
+const children = [];
+try {
+  const env = sim.env();
+  say("xl", `created domain 1 "demo-guest" paused: 64 MiB RAM at 0x40000000, 1 vCPU (simulated Xen 4.17, arm64)`);
+  const path = sim.addVirtioDevice({ domid: 1, devid: 0, type: "virtio,device4", base: 0x2000000n, irq: 33 });
+  say("xl", `wrote ${path}: type virtio,device4 (rng), base 0x2000000, irq 33`);
+
+  const sock = join(dir, "rng.sock");
+  say("dom0", `vhost-device-rng -s ${sock} --xen-mapper <vm-memory-xen on the simulator>`);
+  const rng = start("backend", rngMain, ["-s", sock, "--xen-mapper", mapper], env, (o) => o.level !== "debug");
+  children.push(rng);
+  await waitFor("the backend's socket", () => existsSync(`${sock}0`));
+
+  say("dom0", `xen-vhost-master --socket-path ${sock}0 --name rng`);
+  const bridge = start("bridge", bridgeMain, ["--socket-path", `${sock}0`, "--name", "rng"], env, (o) => o.level !== "debug");
+  children.push(bridge);
+  await waitFor("the device to be served", () => sim.xenstoreRead(`${path}/state`) === "4");
+  say("xenstore", `${path}/state = 4 (Connected)`);
+
+  sim.unpause(1);
+  say("xl", "unpaused domain 1; its vCPU probes the virtio-mmio window");
+  const guest = sim.startGuest({
+    domid: 1,
+    program: "virtio-rng",
+    args: { reads: 4, bytes: 32, irq: 33 },
+    onLog: (l) => say("guest", l),
+  });
+  const result = await guest.result;
+  say("guest", `read ${result.samples.length} x 32 random bytes, ${result.interrupts} interrupt(s) on SPI 33`);
+
+  bridge.kill("SIGTERM");
+  await waitFor("the bridge to stop", () => bridge.exitCode !== null, 5000);
+  say("dom0", `xen-vhost-master stopped (exit ${bridge.exitCode}): ioreq server destroyed, mappings released`);
+  console.log("\nDone. On real Xen the same two commands run in dom0; see apps/xen-vhost-master/README.md.");
+} catch (err) {
+  console.error(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
+  process.exitCode = 1;
+} finally {
+  for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
+  await sim.close();
+  rmSync(dir, { recursive: true, force: true });
+}
