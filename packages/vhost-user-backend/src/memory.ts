@@ -91,8 +91,9 @@ export function mapRegion(r: MemoryRegion, fd: number, mapper: XenRegionMapper |
   try {
     const where = `region ${hex(r.guestPhysAddr)}+${hex(r.memorySize)}`;
     if (r.memorySize === 0n) throw new BackendError("InvalidMemoryTable", `${where}: size 0`);
-    if (r.guestPhysAddr + r.memorySize - 1n > BigInt(Number.MAX_SAFE_INTEGER))
-      throw new BackendError("InvalidMemoryTable", `${where}: ends above 2^53 - 1`);
+    if (r.guestPhysAddr + r.memorySize - 1n > 0xffff_ffff_ffff_ffffn)
+      throw new BackendError("InvalidMemoryTable", `${where}: guest address + size wraps past 2^64`);
+    if (r.memorySize > BigInt(Number.MAX_SAFE_INTEGER)) throw new BackendError("InvalidMemoryTable", `${where}: larger than 2^53 - 1 bytes`);
     if (r.userAddr + r.memorySize - 1n > 0xffff_ffff_ffff_ffffn)
       throw new BackendError("InvalidMemoryTable", `${where}: user address ${hex(r.userAddr)} + size wraps past 2^64`);
     const { type, noAdvanceMap } = r.xen ? xenRegionType(r.xen.flags) : { type: "unix" as const, noAdvanceMap: false };

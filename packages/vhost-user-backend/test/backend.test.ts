@@ -330,6 +330,22 @@ describe("Xen memory regions (XEN_MMAP)", () => {
     expect(mapper.seen.map((s) => [s.type, s.noAdvanceMap, s.domid])).toEqual([["foreign", false, 7], ["grant", true, 7], ["grant", true, 7]]);
   });
 
+  it("grant regions at Xen grant DMA addresses (bit 63 set) are accepted", async () => {
+    const mapper = new RecordingMapper(["grant"]);
+    const { path, daemon } = startDaemon(new EchoDevice(), { xenMapper: mapper });
+    const fe = track(TestFrontend.connect(path));
+    await fe.negotiate({ protocol: ["MQ", "REPLY_ACK", "XEN_MMAP"] });
+    const fd = memfdCreate("g");
+    ftruncate(fd, 0x10000);
+    try {
+      const region = { guestPhysAddr: 0x8000_0000_0000_0000n, memorySize: 0x10000n, userAddr: 0x1000_0000n, mmapOffset: 0n, xen: { flags: XenMmapFlags.GRANT | XenMmapFlags.NO_ADVANCE_MAP, domid: 3 } };
+      expect(await fe.ack("SET_MEM_TABLE", { kind: "memory", regions: [region] }, [fd])).toBe(0n);
+    } finally {
+      closeFd(fd);
+    }
+    expect(daemon.handler?.memoryTable.vaToGpa(0x1000_0010n, 4)).toBe(0x8000_0000_0000_0010n);
+  });
+
   it("refuses a region type the mapper cannot map with a failure status", async () => {
     const mapper = new RecordingMapper(["foreign"]);
     const { path, daemon } = startDaemon(new EchoDevice(), { xenMapper: mapper });
