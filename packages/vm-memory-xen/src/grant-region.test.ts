@@ -205,3 +205,16 @@ describe("vhost-user description of a grant region", () => {
     r.close();
   });
 });
+
+describe("grant regions in vm-memory's own GuestMemory (regions above 2^53 supported)", () => {
+  it("are reachable at their grant addresses without XenGuestMemory", async () => {
+    const { GuestMemory } = await import("@xen-vhost/vm-memory");
+    const dev = new RecordingGrantDevice();
+    using mem = new GuestMemory([XenGrantRegion.forRefs(undefined, 4, 0x100, 4, { device: dev, fdProvider })]);
+    mem.write(grantAddress(0x101) + 8n, new Uint8Array([1, 2, 3]));
+    expect(Array.from(mem.read(grantAddress(0x101) + 8n, 3))).toEqual([1, 2, 3]);
+    expect(dev.maps[0]!.refs).toEqual([0x101]);
+    expect((errOf(() => mem.read(grantAddress(0x104), 1)) as GuestMemoryError).kind).toBe("InvalidGuestAddress");
+    expect(mem.vhostUserRegions()[0]!.guest_phys_addr).toBe(grantAddress(0x100));
+  });
+});

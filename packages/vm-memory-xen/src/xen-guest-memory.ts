@@ -14,7 +14,9 @@
 // inside one grant region borrow from it directly instead of taking GuestMemory's general (multi-region,
 // allocating) path: ring accesses are small and frequent.
 //
-// When vm-memory gains regions above 2^53 this class reduces to `GuestMemory` (see README, "Root changes").
+// vm-memory has since gained regions above 2^53 (bigint lookup), so plain GuestMemory holds grant regions
+// too, and virtio-queue keeps ring addresses as bigints; this class stays for the one-region fast path and
+// windowAddress() (older virtio-queue builds). It can become a plain alias (see README, "Root changes").
 import {
   GuestAddress, GuestMemory, GuestMemoryError, type GuestAddressLike, type GuestMemoryOptions, type GuestMemoryRegion,
   type RegionMapping, type RegionView, type VhostUserRegionDescription,

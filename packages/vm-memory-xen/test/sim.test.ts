@@ -3,7 +3,7 @@
 // offsets). The simulated guest is attached in this process (xen-sim/guest) and writes its RAM and grant
 // table directly, as a guest kernel would.
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { GuestMemoryError } from "@xen-vhost/vm-memory";
+import { GuestMemory, GuestMemoryError } from "@xen-vhost/vm-memory";
 import { Xen, XenStore } from "@xen-vhost/xen-sys";
 import { startSimulator, type Simulator, type SimTransport } from "@xen-vhost/xen-sim";
 import { Guest } from "@xen-vhost/xen-sim/guest";
@@ -137,7 +137,7 @@ describe("grant mapping of a simulated guest", () => {
     expect(guest.grants.endAccess(refs[0]!)).toBe(true);
   });
 
-  it("virtio-queue pops a chain whose ring and buffers the guest granted, and its reply reaches the guest", () => {
+  const granted = (plain: boolean) => {
     // Guest side, as a Linux guest with grant-dma-ops lays it out: a 4-entry split ring in one granted page
     // (desc at 0, avail at 64, used at 80) and two buffers in other granted pages.
     const ringGpa = BigInt(RAM0 + 0x40_0000);
@@ -163,12 +163,13 @@ describe("grant mapping of a simulated guest", () => {
 
     // Device side: virtio-queue, unchanged, over grant mappings.
     using g = XenGrantRegion.forRefs(transport, 1, 0, 512);
-    using mem = new XenGuestMemory([g]);
+    // vm-memory and virtio-queue take addresses anywhere below 2^64: rings go in as grant addresses.
+    using mem = plain ? new GuestMemory([g], { ownsRegions: false }) : new XenGuestMemory([g], { ownsRegions: false });
     const q = new Queue(mem);
     q.size = 4;
-    q.descTable = mem.windowAddress(ring);
-    q.availRing = mem.windowAddress(ring + 64n);
-    q.usedRing = mem.windowAddress(ring + 80n);
+    q.descTable = ring;
+    q.availRing = ring + 64n;
+    q.usedRing = ring + 80n;
     q.ready = true;
     const chain = q.pop()!;
     expect(chain.readable[0]!.addr).toBe(req);
@@ -178,5 +179,13 @@ describe("grant mapping of a simulated guest", () => {
     expect(guest.memory.load16(ringGpa + 80n + 2n)).toBe(1); // used.idx
     expect(guest.memory.load32(ringGpa + 80n + 8n)).toBe(12); // used.ring[0].len
     expect(new TextDecoder().decode(guest.memory.read(respGpa, 12))).toBe("hello, guest");
+  };
+
+  it("virtio-queue pops a chain whose ring and buffers the guest granted, and its reply reaches the guest (XenGuestMemory)", () => {
+    granted(false);
+  });
+
+  it("the same over vm-memory's plain GuestMemory", () => {
+    granted(true);
   });
 });
