@@ -1,6 +1,7 @@
 #!/bin/sh
 # Scenario "ioreq": the device-model path of the bridge, end to end on real Xen, using only the project's
-# packages. A domU with a virtio-mmio slot (Xen 4.17 "disk" trick) is created paused; ioreq-dm.mjs
+# packages. A domU with a virtio-mmio slot (Xen 4.17 "disk" trick: libxl's backend state acked in
+# xenstore, the guest's DT gets virtio@2000000, 0x200 bytes, SPI 33 edge) is created paused; ioreq-dm.mjs
 # (@xen-vhost/xen-sys + vmm-sys-util) creates an IOREQ server for the slot's MMIO window, maps the ioreq
 # page, binds each vCPU's event channel on Node's loop and answers the guest's register accesses with a
 # minimal virtio-mmio register file (magic, version 2, device id 0x1234 that no driver claims, a status
@@ -8,6 +9,8 @@
 # lists a virtio device with id 0x1234: every hop of the trap -> IOREQ -> event channel -> FdWatcher ->
 # response -> notify path worked.
 #@packages @xen-vhost/xen-sys
+#@expect RIG: backend /local/domain/0/backend/virtio_disk/
+#@expect DOMU: dt virtio@2000000 compatible=virtio,mmio reg=00000000020000000000000000000200 interrupts=000000000000000100000f01 dma-coherent
 #@expect RIG: ioreq-dm ready
 #@expect RIG: ioreq R off=0x000 size=4 -> 0x74726976
 #@expect RIG: ioreq R off=0x008 size=4 -> 0x1234
