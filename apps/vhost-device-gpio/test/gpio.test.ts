@@ -217,5 +217,5 @@ describe("the built daemon", () => {
       child.kill("SIGTERM");
       await new Promise((r) => child.once("exit", r));
     }
-  });
+  }, 60_000);
 });

@@ -28,7 +28,7 @@ export interface Session extends Disposable {
 export const DATA = 0x10_0000;
 
 export async function session(path: string, queues: readonly number[], options: NegotiateOptions & { eventIdx?: boolean } = {}): Promise<Session> {
-  const fe = await Frontend.connect(path, { retry: { attempts: 50, initialDelayMs: 10, maxDelayMs: 50 } });
+  const fe = await Frontend.connect(path, { retry: { attempts: 400, initialDelayMs: 10, maxDelayMs: 100 } });
   const mem = GuestMemory.fromRanges([[0, 0x20_0000]]);
   const rings: Ring[] = [];
   const close = (): void => {

@@ -135,7 +135,7 @@ describe("command line", () => {
     }
     expect(stderr).toMatch(/"msg":"listening"/);
     expect(existsSync(`${base}0`)).toBe(false);
-  });
+  }, 60_000);
 });
 
 describe("one build, KVM-style and Xen front-ends", () => {
@@ -157,18 +157,18 @@ describe("one build, KVM-style and Xen front-ends", () => {
 
   it.skipIf(!existsSync(main))("without --xen-mapper XEN_MMAP is not offered: a front-end that requires it stops at negotiation (needs pnpm build)", async () => {
     await run([], async (base) => {
-      const fe = await Frontend.connect(`${base}0`, { retry: { attempts: 50, initialDelayMs: 10 } });
+      const fe = await Frontend.connect(`${base}0`, { retry: { attempts: 400, initialDelayMs: 10, maxDelayMs: 100 } });
       try {
         await expect(fe.negotiate({ requireProtocolFeatures: ["XEN_MMAP"] })).rejects.toMatchObject({ kind: "FeatureMismatch" });
       } finally {
         fe.close();
       }
     });
-  });
+  }, 60_000);
 
   it.skipIf(!existsSync(main))("with --xen-mapper MODULE the same daemon offers XEN_MMAP and maps FOREIGN regions through the plugged-in mapper (needs pnpm build)", async () => {
     await run(["--xen-mapper", mapper], async (base, stderr) => {
-      const fe = await Frontend.connect(`${base}0`, { retry: { attempts: 50, initialDelayMs: 10 } });
+      const fe = await Frontend.connect(`${base}0`, { retry: { attempts: 400, initialDelayMs: 10, maxDelayMs: 100 } });
       const mem = GuestMemory.fromRanges([[0, 0x20_0000]]);
       const kick = new EventFd();
       const call = new EventFd();
@@ -197,5 +197,5 @@ describe("one build, KVM-style and Xen front-ends", () => {
         mem.close();
       }
     });
-  });
+  }, 60_000);
 });
