@@ -88,6 +88,19 @@ describe("figures from real Xen 4.17 (xen-rig log: a 128 MiB arm64 domU, `memory
   });
 });
 
+describe("toolstacks without libxl's slack (dom0less, xen-sim): max_pages = tot_pages = RAM", () => {
+  it("takes max_pages as the RAM size and says so", () => {
+    const l = guestRamLayout(info("arm64", 0n, { totPages: pages(64n * MiB), maxPages: pages(64n * MiB) }), "arm64");
+    expect(l.banks).toEqual([{ base: 0x4000_0000n, size: 64n * MiB }]);
+    expect(l.source).toBe("max_pages");
+    expect(l.notes.join()).toContain("no libxl slack");
+  });
+  it("a libxl guest ballooned down keeps the libxl rule", () => {
+    const l = guestRamLayout(info("arm64", 0n, { totPages: pages(32n * MiB) + 4n, maxPages: pages(64n * MiB) + 256n }), "arm64");
+    expect(l.ramBytes).toBe(64n * MiB);
+  });
+});
+
 describe("readConfiguredRamBytes (XenStore)", () => {
   const store = (nodes: Record<string, string>) => ({
     read: (p: string) => (p in nodes ? Promise.resolve(nodes[p]!) : Promise.reject(new Error(`ENOENT ${p}`))),

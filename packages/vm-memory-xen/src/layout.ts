@@ -18,7 +18,8 @@
 // booted, unballooned guest. `max_pages` is balloon-independent: libxl sets it to the configured memory plus
 // LIBXL_MAXMEM_CONSTANT (1 MiB of slack, libxl_internal.h; `libxl__arch_extra_memory`). The preferred source
 // is the configured size itself (XenStore /local/domain/<id>/memory/static-max, KiB), passed as `ramBytes`;
-// then `max_pages - 256`; then `tot_pages - 4`. The result says which was used.
+// then `max_pages - 256` (or `max_pages` itself when the gap to tot_pages shows no libxl slack: dom0less,
+// the simulator); then `tot_pages - 4`. The result says which was used.
 import type { DomainInfo, XenArch } from "@xen-vhost/xen-sys";
 import { XenMemoryError, hex } from "./error.js";
 import { XEN_PAGE_SIZE } from "./grant-address.js";
@@ -95,8 +96,13 @@ export function guestRamLayout(info: DomainInfo, arch: XenArch, options: RamLayo
     if (ram <= 0n) throw new XenMemoryError("LayoutUnavailable", `explicit RAM size ${String(options.ramBytes)} is not positive`, { domid: info.domid });
     source = "explicit";
   } else if (info.maxPages > LIBXL_MAXMEM_CONSTANT_PAGES && info.maxPages !== NO_LIMIT && info.maxPages !== 0xffff_ffffn) {
-    ram = (info.maxPages - LIBXL_MAXMEM_CONSTANT_PAGES) * BigInt(XEN_PAGE_SIZE);
+    // libxl leaves max_pages - tot_pages >= 256 - 4 (its slack minus the magic pages; more once the guest
+    // balloons down). Less than that means max_pages carries no libxl slack (dom0less, other toolstacks,
+    // the simulator): then max_pages is the RAM itself.
+    const libxl = info.maxPages - info.totPages >= LIBXL_MAXMEM_CONSTANT_PAGES - NR_MAGIC_PAGES;
+    ram = (libxl ? info.maxPages - LIBXL_MAXMEM_CONSTANT_PAGES : info.maxPages) * BigInt(XEN_PAGE_SIZE);
     source = "max_pages";
+    if (!libxl) notes.push("max_pages carries no libxl slack (max_pages - tot_pages < 252): taken as the RAM size");
   } else if (populatedPages > 0n) {
     ram = populatedPages * BigInt(XEN_PAGE_SIZE);
     source = "tot_pages";

@@ -70,10 +70,11 @@ describe("foreign mapping of a simulated guest", () => {
     expect(mem.load16(RAM0 + 0x100)).toBe(0xabcd);
   });
 
-  it("sizing from page counts alone matches the simulator's figures (see README: it reports tot = max = RAM)", () => {
+  it("sizing from page counts alone gives the same RAM (the simulator reports tot = max = RAM, no libxl slack)", () => {
     const l = discoverGuestRam(xen, 1);
     expect(l.source).toBe("max_pages");
-    expect(l.notes.join()).toContain("beyond the RAM size");
+    expect(l.banks).toEqual([{ base: BigInt(RAM0), size: BigInt(16 * MiB) }]);
+    expect(l.notes.join()).toContain("no libxl slack");
   });
 
   it("a frame outside the guest's RAM: ForeignMapFailed naming it, nothing left mapped", () => {
