@@ -17,6 +17,8 @@ ${commonHelp}
                                s<N>                simulated chip, N lines named dummy0..dummy<N-1>
                                sim=<name>,<name>   simulated chip with named lines
                              e.g. -c 2 -l 0:s8     -l sim=led0,led1,button
+      --sim-stdin            drive simulated input lines from stdin, one command per line:
+                               <chip> <line> <0|1>   (chip = socket index, line = number or name)
 
 Features: VERSION_1, EVENT_IDX, INDIRECT_DESC, NOTIFY_ON_EMPTY, VIRTIO_GPIO_F_IRQ (as rust-vmm: 0x171000001);
 two queues (requests, events); config {ngpio, gpio_names_size}. Protocol features add CONFIG.`;
@@ -46,21 +48,22 @@ export function parseChipList(list: string): ChipSpec[] {
 export interface GpioArgs {
   common: CommonArgs;
   chips: ChipSpec[];
+  simStdin: boolean;
   help: boolean;
 }
 
 export function parse(argv: readonly string[]): GpioArgs {
   let values;
   try {
-    ({ values } = parseArgs({ args: [...argv], options: { ...commonOptions, "device-list": { type: "string", short: "l" } }, strict: true }));
+    ({ values } = parseArgs({ args: [...argv], options: { ...commonOptions, "device-list": { type: "string", short: "l" }, "sim-stdin": { type: "boolean", default: false } }, strict: true }));
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  if (values.help) return { common: undefined as never, chips: [], help: true };
+  if (values.help) return { common: undefined as never, chips: [], simStdin: false, help: true };
   const common = commonArgs(values);
   if (!values["device-list"]) throw new UsageError("--device-list is required");
   const chips = parseChipList(values["device-list"]);
   if (chips.length !== common.socketCount)
     throw new UsageError(`--device-list has ${chips.length} chip(s) but --socket-count is ${common.socketCount}: one chip per socket`);
-  return { common, chips, help: false };
+  return { common, chips, simStdin: values["sim-stdin"] === true, help: false };
 }

@@ -6,3 +6,4 @@ export { HostChip, encodeLineRequest, realOps, type GpioDevOps } from "./passthr
 export { GpioDevice, namesBlock } from "./device.js";
 export { parse, parseChipList, help, type ChipSpec, type GpioArgs } from "./cli.js";
 export { openChips } from "./build.js";
+export { simCommand } from "./sim-control.js";

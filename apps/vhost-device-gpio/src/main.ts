@@ -4,6 +4,8 @@ import { runDaemons, UsageError } from "@xen-vhost/vhost-user-backend";
 import { parse, help } from "./cli.js";
 import { openChips } from "./build.js";
 import { GpioDevice } from "./device.js";
+import { createInterface } from "node:readline";
+import { simCommand } from "./sim-control.js";
 
 async function main(argv: readonly string[]): Promise<number> {
   let args;
@@ -30,10 +32,19 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   const r = running;
   r.logger.info("device.started", { sockets: r.daemons.length, chips: chips.map((c) => ({ name: c.name, lines: c.ngpio })) });
+  if (args.simStdin) {
+    const rl = createInterface({ input: process.stdin });
+    rl.on("line", (line) => {
+      const err = simCommand(chips, line);
+      if (err) r.logger.warn("sim-stdin: command refused", { error: err });
+      else if (line.trim() !== "") r.logger.info("sim-stdin", { command: line.trim() });
+    });
+  }
   const stop = (): void => {
     r.logger.info("device.stopping", {});
     r.close();
     for (const c of chips) c.close();
+    process.stdin.destroy();
   };
   process.once("SIGINT", stop);
   process.once("SIGTERM", stop);

@@ -11,7 +11,7 @@ import {
   GpioDevice, GpioError, SimChip, VIRTIO_GPIO_DIRECTION_IN, VIRTIO_GPIO_DIRECTION_NONE, VIRTIO_GPIO_DIRECTION_OUT, VIRTIO_GPIO_IRQ_TYPE_EDGE_BOTH,
   VIRTIO_GPIO_IRQ_TYPE_EDGE_RISING, VIRTIO_GPIO_IRQ_TYPE_LEVEL_HIGH, VIRTIO_GPIO_IRQ_TYPE_NONE, VIRTIO_GPIO_MSG_GET_DIRECTION, VIRTIO_GPIO_MSG_GET_NAMES,
   VIRTIO_GPIO_MSG_GET_VALUE, VIRTIO_GPIO_MSG_IRQ_TYPE, VIRTIO_GPIO_MSG_SET_DIRECTION, VIRTIO_GPIO_MSG_SET_VALUE, VirtioGpioRequest, openChips,
-  parse, parseChipList,
+  parse, parseChipList, simCommand,
 } from "../src/index.js";
 import { DATA, session, type Session } from "./harness.js";
 
@@ -218,4 +218,44 @@ describe("the built daemon", () => {
       await new Promise((r) => child.once("exit", r));
     }
   }, 60_000);
+
+  it.skipIf(!existsSync(main))("--sim-stdin: a line written to stdin presses a simulated button and the guest gets its interrupt (needs pnpm build)", async () => {
+    const base = join(dir, "gpio.sock");
+    const child = spawn(process.execPath, [main, "-s", base, "-l", "sim=led,button", "--sim-stdin"], { stdio: ["pipe", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+    try {
+      const s = await session(`${base}0`, [16, 16]);
+      try {
+        await rq(s, VIRTIO_GPIO_MSG_SET_DIRECTION, 1, VIRTIO_GPIO_DIRECTION_IN);
+        await rq(s, VIRTIO_GPIO_MSG_IRQ_TYPE, 1, VIRTIO_GPIO_IRQ_TYPE_EDGE_RISING);
+        const st = irqBuffer(s, 1, 1);
+        child.stdin.write("0 nosuchline 1\n0 button 1\n");
+        const [u] = await s.used(1, 1, 20_000);
+        expect(u!.token).toBe(1);
+        expect(s.mem.read(st, 1)[0]).toBe(1);
+        expect((await rq(s, VIRTIO_GPIO_MSG_GET_VALUE, 1)).value).toEqual([1]);
+      } finally {
+        s.close();
+      }
+    } finally {
+      child.kill("SIGTERM");
+      await new Promise((r) => child.once("exit", r));
+    }
+    expect(stderr).toContain("no line nosuchline on chip 0");
+  }, 60_000);
+});
+
+describe("sim control commands", () => {
+  it("drive lines by number or name; refuse malformed commands and host chips", () => {
+    const chip = new SimChip(["a", "b"]);
+    expect(simCommand([chip], "0 b 1")).toBeUndefined();
+    expect(chip.getValue(1)).toBe(1);
+    expect(simCommand([chip], "0 0 1")).toBeUndefined();
+    expect(chip.getValue(0)).toBe(1);
+    expect(simCommand([chip], "# comment")).toBeUndefined();
+    expect(simCommand([chip], "0 b 2")).toMatch(/expected/);
+    expect(simCommand([chip], "1 b 1")).toMatch(/not a simulated chip/);
+    expect(simCommand([chip], "0 5 1")).toMatch(/no line 5/);
+  });
 });
