@@ -1,6 +1,7 @@
 // The descriptions go into vhost-user-master's wire conversion and vhost-user-protocol's codec unchanged:
 // the bridge never assembles a Xen region by hand.
-import { describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { MmapRegion } from "@xen-vhost/vm-memory";
 import { memfdCreate } from "@xen-vhost/vmm-sys-util";
 import { RecordingTransport } from "@xen-vhost/xen-sys/testing";
@@ -13,6 +14,14 @@ import { XenGrantRegion } from "./grant-region.js";
 import { XenGuestMemory } from "./xen-guest-memory.js";
 
 const fdProvider = { openMappingFd: () => memfdCreate("fake") };
+
+let leaks: ReturnType<typeof fdLeakCheck>;
+beforeEach(() => {
+  leaks = fdLeakCheck();
+});
+afterEach(() => {
+  expect(leaks.check()).toEqual([]);
+});
 
 describe("descriptions through vhost-user-master and the codec", () => {
   it("a mixed table (memfd, foreign, advance-mapped ring grants, NO_ADVANCE_MAP grants) is valid and non-overlapping", () => {

@@ -1,7 +1,8 @@
 // The grant region's mapping cache and descriptions, with a recording grant device (test/recording-grant-
 // device.ts: it records map/unmap calls and refuses listed references; it does not share data between runs).
 // Grant data paths against a simulated guest are in test/sim.test.ts.
-import { describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { GuestMemoryError } from "@xen-vhost/vm-memory";
 import { memfdCreate } from "@xen-vhost/vmm-sys-util";
 import { RecordingTransport } from "@xen-vhost/xen-sys/testing";
@@ -27,6 +28,14 @@ function errOf(fn: () => unknown): unknown {
   }
   return undefined;
 }
+
+let leaks: ReturnType<typeof fdLeakCheck>;
+beforeEach(() => {
+  leaks = fdLeakCheck();
+});
+afterEach(() => {
+  expect(leaks.check()).toEqual([]);
+});
 
 describe("XenGrantRegion (NO_ADVANCE_MAP)", () => {
   it("sits at its grant DMA address and maps nothing up front", () => {

@@ -1,5 +1,6 @@
 // The backend-side mapper, plugged into vhost-user-backend's real memory table code.
-import { describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { MemoryTable, mapRegion } from "@xen-vhost/vhost-user-backend";
 import { memfdCreate } from "@xen-vhost/vmm-sys-util";
 import { RecordingTransport } from "@xen-vhost/xen-sys/testing";
@@ -7,6 +8,14 @@ import { RecordingGrantDevice } from "../test/recording-grant-device.js";
 import { grantAddress } from "./grant-address.js";
 import { XenGrantRegion } from "./grant-region.js";
 import { createXenRegionMapper } from "./mapper.js";
+
+let leaks: ReturnType<typeof fdLeakCheck>;
+beforeEach(() => {
+  leaks = fdLeakCheck();
+});
+afterEach(() => {
+  expect(leaks.check()).toEqual([]);
+});
 
 describe("createXenRegionMapper", () => {
   it("says what it maps", () => {

@@ -1,7 +1,8 @@
 // XenGuestMemory: grant DMA addresses (bit 63) reach grant regions through the fold window, nothing else
 // does, and errors name the caller's addresses. Grant regions here use the recording grant device, which
 // keeps data only within one mapped run, so each access below stays inside one page.
-import { describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { fc, test } from "@fast-check/vitest";
 import { GuestMemoryError, MmapRegion } from "@xen-vhost/vm-memory";
 import { memfdCreate } from "@xen-vhost/vmm-sys-util";
@@ -34,6 +35,14 @@ function err(fn: () => unknown): GuestMemoryError {
   }
   throw new Error("no error");
 }
+
+let leaks: ReturnType<typeof fdLeakCheck>;
+beforeEach(() => {
+  leaks = fdLeakCheck();
+});
+afterEach(() => {
+  expect(leaks.check()).toEqual([]);
+});
 
 describe("XenGuestMemory", () => {
   it("reads and writes grant addresses and ordinary RAM side by side", () => {
