@@ -26,4 +26,3 @@ HOST_PACKAGES="qemu-system-arm qemu-user-static gcc-aarch64-linux-gnu g++-aarch6
 
 rig_log() { echo "[xen-rig $(date +%T)] $*" >&2; }
 rig_die() { echo "[xen-rig] error: $*" >&2; exit 1; }
-uptime_s() { date +%s.%N; }
