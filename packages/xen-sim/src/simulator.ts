@@ -35,6 +35,8 @@ export interface GuestOptions {
   /** A built-in program name ("mmio", "virtio-rng", "virtio-blk", "virtio-probe") or an absolute .js path. */
   program: string;
   args?: unknown;
+  /** Fail the vCPU when an ioreq stays unanswered this long (default 15 s). */
+  ioreqTimeoutMs?: number;
   /** Called for each step the guest reports. */
   onLog?: (message: string) => void;
 }
@@ -210,7 +212,10 @@ export class Simulator {
 
   /** Starts a guest vCPU process running `program`. */
   startGuest(options: GuestOptions): GuestProcess {
-    const cfg = { socket: this.socketPath, domid: options.domid, vcpu: options.vcpu ?? 0, program: options.program, args: options.args ?? {} };
+    const cfg = {
+      socket: this.socketPath, domid: options.domid, vcpu: options.vcpu ?? 0, program: options.program, args: options.args ?? {},
+      ...(options.ioreqTimeoutMs !== undefined ? { ioreqTimeoutMs: options.ioreqTimeoutMs } : {}),
+    };
     const child = spawn(process.execPath, [join(here, "guest", "main.js"), JSON.stringify(cfg)], { stdio: ["ignore", "pipe", "pipe"] });
     const g = new GuestProcess(child, options.onLog);
     this.#guests.add(g);

@@ -72,6 +72,17 @@ describe("XenStore in the simulator (xen-sys client unchanged)", () => {
     xen.transport.close();
   });
 
+  it("fails a vCPU whose ioreq nobody answers after its timeout, naming the access", async () => {
+    const xen = Xen.open({ transport: sim.connect() });
+    const dm = new TinyDeviceModel(xen, 2, [BASE, BASE + 0xfn], { read: () => 0n, write: () => undefined });
+    dm.events.removeAllListeners("event");
+    sim.unpause(2);
+    const g = sim.startGuest({ domid: 2, program: "mmio", ioreqTimeoutMs: 500, args: { accesses: [{ op: "r", addr: "0x2000004" }] } });
+    await expect(g.result).rejects.toThrow(/no answer to the ioreq for 0x2000004 in 500 ms \(slot state 1/);
+    dm.close();
+    xen.transport.close();
+  });
+
   it("runs two vCPUs of one domain concurrently, each on its own slot and port", async () => {
     const xen = Xen.open({ transport: sim.connect() });
     let reads = 0;

@@ -91,11 +91,11 @@ export class Guest implements Disposable {
   }
 
   /** vCPU `index` (one per guest process is the usual arrangement: each blocks independently). */
-  vcpu(index = 0): Vcpu {
+  vcpu(index = 0, options: { ioreqTimeoutMs?: number } = {}): Vcpu {
     if (!Number.isInteger(index) || index < 0 || index >= this.info.vcpus) throw new RangeError(`vcpu ${index} of ${this.info.vcpus}`);
     let v = this.#vcpus.get(index);
     if (!v) {
-      v = new Vcpu(this, index, this.#wake[index]!);
+      v = new Vcpu(this, index, this.#wake[index]!, options);
       this.#vcpus.set(index, v);
     }
     return v;

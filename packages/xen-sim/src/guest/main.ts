@@ -13,6 +13,7 @@ interface GuestProcessConfig {
   vcpu?: number;
   program: string;
   args?: unknown;
+  ioreqTimeoutMs?: number;
 }
 
 function emit(obj: unknown): void {
@@ -27,7 +28,7 @@ async function main(): Promise<number> {
   try {
     const ctx: GuestContext = {
       guest,
-      vcpu: guest.vcpu(cfg.vcpu ?? 0),
+      vcpu: guest.vcpu(cfg.vcpu ?? 0, cfg.ioreqTimeoutMs !== undefined ? { ioreqTimeoutMs: cfg.ioreqTimeoutMs } : {}),
       args: cfg.args ?? {},
       log: (msg: string) => emit({ log: msg }),
     };

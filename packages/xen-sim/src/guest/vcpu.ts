@@ -6,6 +6,7 @@
 // abort instead - a simulated guest that wants to probe "nothing there" can rely on all-ones).
 import { AtomicAccess, EventFd, close as closeFd, fence, mmap, munmap, MmapConstants } from "@xen-vhost/vmm-sys-util";
 import { IOREQ_STATE_OFFSET, IOREQS_PER_PAGE, IOREQ_TYPE, IoReq, STATE_IOREQ_NONE, STATE_IOREQ_READY, STATE_IORESP_READY } from "@xen-vhost/xen-sys";
+import { Worker } from "node:worker_threads";
 import { SimError } from "../error.js";
 import { PAGE_SIZE, type EndpointDescription } from "../layout.js";
 import { Peer } from "../transport/evtchn.js";
@@ -32,6 +33,25 @@ export interface VcpuCounters {
 
 const XEN_DMOP_IO_RANGE_MEMORY = 1;
 const SPIN = 4000;
+/** An ioreq unanswered this long fails the vCPU with SimError "Timeout" (a device model that hung). */
+export const DEFAULT_IOREQ_TIMEOUT_MS = 15_000;
+
+/**
+ * A watchdog thread for a vCPU blocked in read(2) on its wake eventfd: once a second it checks when the
+ * vCPU blocked (a shared timestamp) and, past the timeout, writes the eventfd so the vCPU wakes and reports
+ * the stuck ioreq instead of hanging forever. It needs no native code (fs.writeSync on the eventfd), so it
+ * is safe in a worker; the hot path only stores two numbers when it actually blocks.
+ */
+const WATCHDOG = `
+const { workerData } = require("node:worker_threads");
+const { writeSync } = require("node:fs");
+const shared = new Float64Array(workerData.sab);
+const one = Buffer.alloc(8); one.writeBigUInt64LE(1n);
+setInterval(() => {
+  const since = shared[0];
+  if (since > 0 && Date.now() - since > workerData.timeoutMs) { shared[0] = -1; try { writeSync(workerData.fd, one); } catch {} }
+}, 250);
+`;
 
 export class Vcpu implements Disposable {
   readonly index: number;
@@ -40,11 +60,22 @@ export class Vcpu implements Disposable {
   readonly #wake: EventFd;
   #routes: Route[] = [];
   #generation = -1;
+  readonly #timeoutMs: number;
+  #blockedSince: Float64Array | undefined;
+  #watchdog: Worker | undefined;
 
-  constructor(guest: Guest, index: number, wake: EventFd) {
+  constructor(guest: Guest, index: number, wake: EventFd, options: { ioreqTimeoutMs?: number } = {}) {
     this.#guest = guest;
     this.index = index;
     this.#wake = wake;
+    this.#timeoutMs = options.ioreqTimeoutMs ?? DEFAULT_IOREQ_TIMEOUT_MS;
+  }
+
+  #startWatchdog(): Float64Array {
+    const sab = new SharedArrayBuffer(8);
+    this.#watchdog = new Worker(WATCHDOG, { eval: true, workerData: { sab, fd: this.#wake.fd, timeoutMs: this.#timeoutMs } });
+    this.#watchdog.unref();
+    return (this.#blockedSince = new Float64Array(sab));
   }
 
   /** Re-reads the routing table when the simulator changed it (ioreq servers, ranges, bindings). */
@@ -141,11 +172,18 @@ export class Vcpu implements Disposable {
         // The emulator notifies our port after IORESP_READY; a count left from an earlier notify only
         // costs one more look at the state.
         this.counters.blocked++;
+        const since = this.#blockedSince ?? this.#startWatchdog();
+        if (since[0] === -1) {
+          since[0] = 0;
+          throw new SimError("Timeout", `vcpu ${this.index}: no answer to the ioreq for 0x${addr.toString(16)} in ${this.#timeoutMs} ms (slot state ${s.load8(IOREQ_STATE_OFFSET) & 0xf}; is the device model bound to vp_eport and running?)`);
+        }
+        if (since[0] === 0) since[0] = Date.now();
         this.#wake.read();
         if (this.#guest.dying) throw new SimError("Disconnected", `domain ${this.#guest.info.domid} destroyed during an ioreq`);
         i = SPIN - 64;
       }
     }
+    if (this.#blockedSince && this.#blockedSince[0] !== 0) this.#blockedSince[0] = 0;
     fence();
     const data = s.load64(8);
     s.store8(IOREQ_STATE_OFFSET, STATE_IOREQ_NONE);
@@ -174,6 +212,8 @@ export class Vcpu implements Disposable {
 
   close(): void {
     this.#dropRoutes();
+    void this.#watchdog?.terminate();
+    this.#watchdog = undefined;
   }
 
   [Symbol.dispose](): void {

@@ -26,7 +26,6 @@ export class SimTransport implements XenTransport {
   readonly socketPath: string;
   readonly #rpc: SimRpc;
   readonly #mappings = new Set<ArrayBuffer>();
-  readonly #devices = new Set<Disposable & { closed: boolean }>();
   #caps: TransportCapabilities = { irqfd: true, ioeventfd: true };
   readonly #irqfds = new Map<number, number>();
   readonly #ioeventfds = new Map<string, number>();
@@ -205,22 +204,20 @@ export class SimTransport implements XenTransport {
   }
 
   openEventChannels(): EventChannelDevice {
-    const dev = SimEventChannelDevice.open(this.#rpcOpen());
-    this.#devices.add(dev);
-    return dev;
+    return SimEventChannelDevice.open(this.#rpcOpen());
   }
 
   openGrantDevice(): GrantDevice {
-    const dev = SimGrantDevice.open(this.#rpcOpen());
-    this.#devices.add(dev);
-    return dev;
+    return SimGrantDevice.open(this.#rpcOpen());
   }
 
-  /** Closes devices and mappings still open, then the connection. Idempotent. */
+  /**
+   * Unmaps what mmapForeign/mmapResource mapped and closes the connection. Idempotent. Like PrivcmdTransport,
+   * event channel and grant devices stay open until their owners close them: closing an evtchn fd under a
+   * live FdWatcher would let a new fd reuse its number while the loop still polls it.
+   */
   close(): void {
     if (this.#closed) return;
-    for (const d of this.#devices) if (!d.closed) d[Symbol.dispose]();
-    this.#devices.clear();
     this.#closed = true;
     for (const b of [...this.#mappings]) this.unmap(b);
     this.#rpc.client.close();
