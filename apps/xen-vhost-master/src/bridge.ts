@@ -5,7 +5,7 @@ import { EventEmitter } from "eventemitter3";
 import type { Logger } from "@xen-vhost/vmm-sys-util";
 import { Xen, XenStore, type XenTransport } from "@xen-vhost/xen-sys";
 import { guestToUserAddr } from "@xen-vhost/vm-memory";
-import { discoverGuestRam, guestMemoryFromLayout, type XenGuestMemory } from "@xen-vhost/vm-memory-xen";
+import { discoverGuestRam, guestMemoryFromLayout, readConfiguredRamBytes, type XenGuestMemory } from "@xen-vhost/vm-memory-xen";
 import { IoreqServer, XenNotifier, type Ioeventfd, type Irqfd } from "@xen-vhost/ioreq-eventfd";
 import { VirtioMmioTransport, deviceType, VIRTIO_MMIO_WINDOW, type QueueConfig } from "@xen-vhost/virtio-mmio";
 import { Frontend, fromCRegion } from "@xen-vhost/vhost-user-master";
@@ -140,11 +140,16 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     return socketFor(s, p.deviceId, n);
   }
 
-  #guest(domid: number): Guest {
+  async #guest(domid: number): Promise<Guest> {
     const existing = this.#guests.get(domid);
     if (existing) return existing;
     const log = this.#log.child({ domid });
-    const layout = discoverGuestRam(this.xen, domid);
+    // The toolstack's configured size (memory/static-max) is the truth when XenStore is at hand; page
+    // counts from getdomaininfo are the fallback (they move with ballooning).
+    const ramBytes = this.#xs ? await readConfiguredRamBytes(this.#xs, domid) : undefined;
+    const again = this.#guests.get(domid);
+    if (again) return again;
+    const layout = discoverGuestRam(this.xen, domid, ramBytes !== undefined ? { ramBytes } : {});
     log.info("guest RAM", { banks: layout.banks.map((b) => ({ base: b.base, size: b.size })), source: layout.source });
     // Foreign-map all of RAM before the guest can probe: mapping late can time out the guest kernel.
     const memory = guestMemoryFromLayout(this.xen.transport, layout, { logger: log });
@@ -187,7 +192,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         const b = backend;
         undo.push(() => void b.stop());
       }
-      const guest = this.#guest(p.domid);
+      const guest = await this.#guest(p.domid);
       const frontendOptions = { logger: log.child({ module: "vhost-user" }), reconnect: true };
       const frontend = p.config.socketMode === "server" ? await Frontend.listen(socket, frontendOptions) : await Frontend.connect(socket, frontendOptions);
       undo.push(() => frontend.close());

@@ -1,7 +1,7 @@
 // How the bridge reaches Xen, chosen once at start-up: the kernel's privcmd driver in dom0, or - for tests
 // and the demo - a simulator named by XEN_VHOST_SIM. Nothing above this choice differs between the two.
 import { PrivcmdTransport, type XenTransport } from "@xen-vhost/xen-sys";
-import { memfdCreate, type Logger } from "@xen-vhost/vmm-sys-util";
+import type { Logger } from "@xen-vhost/vmm-sys-util";
 
 /** The environment variable naming a xen-sim socket (packages/xen-sim). */
 export const SIM_ENV = "XEN_VHOST_SIM";
@@ -17,11 +17,7 @@ export async function openTransport(env: NodeJS.ProcessEnv, logger: Logger): Pro
       throw new Error(`${SIM_ENV} is set but @xen-vhost/xen-sim is not installed: ${(err as Error).message}`, { cause: err });
     }
     logger.info("using the Xen simulator", { socket: sim });
-    const t = mod.SimTransport.connect(sim) as XenTransport & { openMappingFd?: (kind: string, domid: number) => number };
-    // A XEN_MMAP region carries an fd the backend re-does its mapping on (privcmd/gntdev in dom0). A
-    // simulated backend maps through its own simulator connection, so any fresh fd it can close will do.
-    t.openMappingFd ??= (kind, domid) => memfdCreate(`xen-sim-${kind}-d${domid}`);
-    return t;
+    return mod.SimTransport.connect(sim);
   }
   return PrivcmdTransport.open({ logger });
 }

@@ -141,6 +141,12 @@ export interface XenTransport extends Disposable {
   unmap(buffer: ArrayBuffer): void;
   /** Limits this transport to one domain (IOCTL_PRIVCMD_RESTRICT). */
   restrict(domid: number): void;
+  /**
+   * A fresh fd a vhost-user backend can redo a mapping of `domid`'s memory on (sent with XEN_MMAP regions).
+   * Optional: without it, callers open /dev/xen/privcmd or /dev/xen/gntdev themselves (what dom0 does); a
+   * simulator implements it because its backends map through their own simulator connection.
+   */
+  openMappingFd?(kind: "privcmd" | "gntdev", domid: number): number;
   /** Probes irqfd/ioeventfd support (cached). */
   capabilities(): TransportCapabilities;
   /** @throws XenError kind "Unsupported" when capabilities().irqfd is false. */

@@ -2,7 +2,7 @@
 // privcmd transport hands the kernel (sysctl/domctl/dm_op structs), and returns mappings the caller uses the
 // same way (ArrayBuffers over guest RAM / ioreq pages, freed with unmap). Synchronous, like privcmd: one
 // blocking request per call. Events never go through here (see SimEventChannelDevice).
-import { mmap, munmap, MmapConstants } from "@xen-vhost/vmm-sys-util";
+import { memfdCreate, mmap, munmap, MmapConstants } from "@xen-vhost/vmm-sys-util";
 import {
   XenError, checkDomid, type EventChannelDevice, type ForeignMapOptions, type ForeignMapping, type GrantDevice,
   type GuestHandle, type IoeventfdRequest, type IrqfdRequest, type TransportCapabilities, type XenArch, type XenTransport,
@@ -150,6 +150,16 @@ export class SimTransport implements XenTransport {
   unmap(buffer: ArrayBuffer): void {
     if (!this.#mappings.delete(buffer)) return;
     munmap(buffer);
+  }
+
+  /**
+   * The fd a XEN_MMAP region carries to a backend. A simulated backend maps guest memory through its own
+   * simulator connection (see vm-memory-xen's mapper), so any fresh fd the backend owns and closes stands in
+   * for dom0's restricted /dev/xen/privcmd or /dev/xen/gntdev.
+   */
+  openMappingFd(kind: "privcmd" | "gntdev", domid: number): number {
+    this.#rpcOpen();
+    return memfdCreate(`xen-sim-${kind}-d${domid}`);
   }
 
   restrict(domid: number): void {
