@@ -124,9 +124,10 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     const placement: DevicePlacement = { key: dev.key, domid: dev.domid, deviceId, base: dev.base, irq: dev.irq, config, discovered: dev };
     try {
       await this.#startDevice(placement);
-      // libxl (4.17) waits for InitWait before it lets the guest run; Connected says the backend is up.
+      // libxl 4.17 waits for exactly InitWait on a virtio_disk backend (libxl__ev_devstate_wait compares
+      // for equality), so that layout stays there; xl >= 4.18 does not wait, and Connected says we serve.
       await this.#discovery?.setState(dev, XenbusState.InitWait);
-      await this.#discovery?.setState(dev, XenbusState.Connected);
+      if (dev.layout === "virtio") await this.#discovery?.setState(dev, XenbusState.Connected);
     } catch {
       // #startDevice logged it; the toolstack times out on its own
     }
