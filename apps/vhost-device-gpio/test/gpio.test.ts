@@ -13,7 +13,7 @@ import {
   VIRTIO_GPIO_MSG_GET_VALUE, VIRTIO_GPIO_MSG_IRQ_TYPE, VIRTIO_GPIO_MSG_SET_DIRECTION, VIRTIO_GPIO_MSG_SET_VALUE, VirtioGpioRequest, openChips,
   parse, parseChipList, simCommand,
 } from "../src/index.js";
-import { DATA, session, type Session } from "./harness.js";
+import { DATA, session, type Session } from "@xen-vhost/vhost-user-master/testing";
 
 let dir: string;
 let leaks: ReturnType<typeof fdLeakCheck>;

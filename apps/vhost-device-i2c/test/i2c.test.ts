@@ -12,7 +12,7 @@ import {
   I2cDevice, I2cError, SimAdapter, Ds1338Rtc, At24c02Eeprom, VIRTIO_I2C_FLAGS_FAIL_NEXT, VIRTIO_I2C_FLAGS_M_RD, VirtioI2cOutHdr, openAdapters, parseDeviceList,
   type SimI2cDevice,
 } from "../src/index.js";
-import { DATA, session, type Session } from "./harness.js";
+import { DATA, session, type Session } from "@xen-vhost/vhost-user-master/testing";
 
 let dir: string;
 let leaks: ReturnType<typeof fdLeakCheck>;

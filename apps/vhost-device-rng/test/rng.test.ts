@@ -10,7 +10,7 @@ import { EventFd } from "@xen-vhost/vmm-sys-util";
 import { GuestMemory } from "@xen-vhost/vm-memory";
 import { DriverQueue } from "@xen-vhost/virtio-queue";
 import { Frontend, XenMmapFlags } from "@xen-vhost/vhost-user-master";
-import { DATA, session } from "./harness.js";
+import { DATA, session } from "@xen-vhost/vhost-user-master/testing";
 
 let dir: string;
 let leaks: ReturnType<typeof fdLeakCheck>;

@@ -1,9 +1,10 @@
-// Drives a daemon the way a KVM VMM does: vhost-user-master's Frontend on the socket, memfd guest memory
-// shared with SET_MEM_TABLE, rings laid out by virtio-queue's DriverQueue, real kick/call eventfds.
+// A driver session on a vhost-user backend, the way a KVM VMM drives one: the Frontend on the socket, memfd
+// guest memory shared with SET_MEM_TABLE, rings laid out by virtio-queue's DriverQueue, real kick/call eventfds.
+// Shared by the vhost-device daemons' tests.
 import { EventFd } from "@xen-vhost/vmm-sys-util";
 import { GuestMemory } from "@xen-vhost/vm-memory";
 import { DriverQueue, type ChainSpec, type UsedElement } from "@xen-vhost/virtio-queue";
-import { Frontend, type NegotiateOptions, type Negotiated } from "@xen-vhost/vhost-user-master";
+import { Frontend, type NegotiateOptions, type Negotiated } from "../frontend.js";
 
 export interface Ring {
   readonly index: number;
