@@ -1,12 +1,7 @@
-/** The logging sink packages accept (STYLE.md section 9); only the app wires a real one. */
-export interface Logger {
-  debug(msg: string, fields?: Record<string, unknown>): void;
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
+// The project-wide logging interface lives in vmm-sys-util (STYLE.md section 9); re-exported here.
+import { noopLogger } from "@xen-vhost/vmm-sys-util";
 
-const noop = (): void => {};
+export type { Logger } from "@xen-vhost/vmm-sys-util";
 
 /** Discards everything: the default. */
-export const nullLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop };
+export const nullLogger = noopLogger;

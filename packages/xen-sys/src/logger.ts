@@ -1,10 +1,7 @@
-/** The logging interface every package takes (`{ logger?: Logger }`); the default is silent. */
-export interface Logger {
-  debug(msg: string, fields?: Record<string, unknown>): void;
-  info(msg: string, fields?: Record<string, unknown>): void;
-  warn(msg: string, fields?: Record<string, unknown>): void;
-  error(msg: string, fields?: Record<string, unknown>): void;
-}
+// The project-wide logging interface lives in vmm-sys-util (STYLE.md section 9); re-exported here.
+import { noopLogger } from "@xen-vhost/vmm-sys-util";
 
-const noop = (): void => {};
-export const silentLogger: Logger = { debug: noop, info: noop, warn: noop, error: noop };
+export type { Logger } from "@xen-vhost/vmm-sys-util";
+
+/** The default: silent. */
+export const silentLogger = noopLogger;
