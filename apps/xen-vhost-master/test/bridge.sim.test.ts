@@ -69,7 +69,10 @@ describe("xen-vhost-master on the simulator", () => {
     expect(result.samples).toHaveLength(4);
     for (const s of result.samples) expect(s).toMatch(/^[0-9a-f]{64}$/);
     expect(new Set(result.samples).size).toBe(4); // four different reads
-    expect(result.interrupts).toBeGreaterThanOrEqual(4);
+    // The interrupt path works (the guest waits on SPI 33 and acknowledges InterruptStatus). Not one
+    // interrupt per read: the driver checks the used ring before waiting, so a fast backend's completion
+    // can be found without one - as virtio allows.
+    expect(result.interrupts).toBeGreaterThanOrEqual(1);
     // SIGTERM: orderly teardown within a second, ioreq server destroyed.
     const t0 = Date.now();
     bridge.child.kill("SIGTERM");
