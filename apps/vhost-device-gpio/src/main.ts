@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // vhost-device-gpio: one virtio-gpio device per socket, socket i on chip i of -l, until SIGINT/SIGTERM.
-import { runDaemons, UsageError } from "@xen-vhost/vhost-user-backend";
+import { runDaemons, runMain, serveUntilStopped } from "@xen-vhost/vhost-user-backend";
 import { parse, help } from "./cli.js";
 import { openChips } from "./build.js";
 import { GpioDevice } from "./device.js";
@@ -8,16 +8,7 @@ import { createInterface } from "node:readline";
 import { simCommand } from "./sim-control.js";
 
 async function main(argv: readonly string[]): Promise<number> {
-  let args;
-  try {
-    args = parse(argv);
-  } catch (err) {
-    if (err instanceof UsageError) {
-      process.stderr.write(`vhost-device-gpio: ${err.message}\n\n${help}\n`);
-      return 2;
-    }
-    throw err;
-  }
+  const args = parse(argv);
   if (args.help) {
     process.stdout.write(`${help}\n`);
     return 0;
@@ -40,30 +31,10 @@ async function main(argv: readonly string[]): Promise<number> {
       else if (line.trim() !== "") r.logger.info("sim-stdin", { command: line.trim() });
     });
   }
-  const stop = (): void => {
-    r.logger.info("device.stopping", {});
-    r.close();
+  return serveUntilStopped(r, () => {
     for (const c of chips) c.close();
     process.stdin.destroy();
-  };
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
-  return new Promise((resolve) => {
-    let open = r.daemons.length;
-    for (const d of r.daemons)
-      d.once("close", (cause) => {
-        if (cause) r.logger.error("daemon stopped", { error: cause.message });
-        if (--open === 0) resolve(cause ? 1 : 0);
-      });
   });
 }
 
-main(process.argv.slice(2)).then(
-  (code) => {
-    process.exitCode = code;
-  },
-  (err: unknown) => {
-    process.stderr.write(`vhost-device-gpio: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 1;
-  },
-);
+runMain("vhost-device-gpio", help, () => main(process.argv.slice(2)));

@@ -98,3 +98,46 @@ export async function runDaemons(name: string, args: CommonArgs, create: (index:
   }
   return { daemons, logger: log, close: () => daemons.forEach((d) => d.close()) };
 }
+
+/**
+ * Serves until SIGINT/SIGTERM: then closes the daemons and calls `release` (the device's own resources).
+ * Resolves with the exit status once every daemon has closed: 0, or 1 if one stopped on an error.
+ */
+export function serveUntilStopped(running: RunningDaemons, release: () => void = () => {}): Promise<number> {
+  const stop = (): void => {
+    running.logger.info("device.stopping", {});
+    running.close();
+    release();
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+  return new Promise((resolve) => {
+    let open = running.daemons.length;
+    for (const d of running.daemons)
+      d.once("close", (cause) => {
+        if (cause) running.logger.error("daemon stopped", { error: cause.message });
+        if (--open === 0) resolve(cause ? 1 : 0);
+      });
+  });
+}
+
+/**
+ * Runs a daemon's `main`: a UsageError prints the message and the help text with exit status 2, any other
+ * failure its message with status 1.
+ */
+export function runMain(name: string, help: string, main: () => Promise<number>): void {
+  main().then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      if (err instanceof UsageError) {
+        process.stderr.write(`${name}: ${err.message}\n\n${help}\n`);
+        process.exitCode = 2;
+        return;
+      }
+      process.stderr.write(`${name}: ${err instanceof Error ? err.message : String(err)}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

@@ -14,4 +14,4 @@ export {
 } from "./handler.js";
 export { VhostUserDaemon, socketPaths, type DaemonOptions, type DaemonEvents } from "./daemon.js";
 export { jsonLogger } from "./json-logger.js";
-export { commonOptions, commonHelp, commonArgs, parseNumber, runDaemons, UsageError, type CommonArgs, type RunningDaemons } from "./cli.js";
+export { commonOptions, commonHelp, commonArgs, parseNumber, runDaemons, serveUntilStopped, runMain, UsageError, type CommonArgs, type RunningDaemons } from "./cli.js";
