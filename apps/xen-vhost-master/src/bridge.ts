@@ -2,7 +2,6 @@
 // a vhost-user backend behind a virtio-mmio register file in the guest's MMIO window. Many guests and
 // devices share one process and one event loop; one failing device never stops the others.
 import { EventEmitter } from "eventemitter3";
-import type { Logger } from "@xen-vhost/vmm-sys-util";
 import { Xen, XenStore, type XenTransport } from "@xen-vhost/xen-sys";
 import { guestToUserAddr } from "@xen-vhost/vm-memory";
 import { discoverGuestRam, guestMemoryFromLayout, readConfiguredRamBytes, type XenGuestMemory } from "@xen-vhost/vm-memory-xen";
@@ -328,9 +327,5 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     for (const domid of [...this.#guests.keys()]) await this.#dropGuest(domid, "shutdown");
     this.#xs?.close();
     this.xen.close();
-  }
-
-  get logger(): Logger {
-    return this.#log;
   }
 }
