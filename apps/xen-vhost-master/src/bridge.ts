@@ -304,9 +304,15 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     if (!g) return;
     this.#guests.delete(domid);
     for (const key of [...g.devices]) await this.removeDevice(key, reason);
-    g.notifier.close();
-    g.server.close();
-    g.memory.close();
+    // Each step runs even if an earlier one fails: a guest's teardown must release everything it can and
+    // never take the other guests down with an exception.
+    for (const [what, release] of [["notifier", () => g.notifier.close()], ["ioreq server", () => g.server.close()], ["guest memory", () => g.memory.close()]] as const) {
+      try {
+        release();
+      } catch (err) {
+        this.#log.error(`releasing the ${what} failed`, { domid, error: err });
+      }
+    }
     this.#log.info("guest released", { domid, reason });
   }
 

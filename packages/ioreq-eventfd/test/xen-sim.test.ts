@@ -229,6 +229,20 @@ describe("Xen ioreq server on xen-sim", () => {
     xen.transport.close();
   });
 
+  it("close() after Xen already destroyed the server (a dying domain, seen on real Xen as ENOENT) releases the rest quietly", () => {
+    const xen = tracked(Xen.open({ transport: sim.connect() }));
+    const server = tracked(IoreqServer.create({ xen, domid: 1, restrictTransport: false }));
+    const before = domain(1).ports.length;
+    // What ioreq_server_destroy_all() does while the domain dies: the server is gone before we close.
+    xen.destroyIoreqServer(1, server.id);
+    expect(domain(1).servers).toEqual([]);
+    expect(() => xen.destroyIoreqServer(1, server.id)).toThrow(expect.objectContaining({ code: "ENOENT" }));
+    expect(() => server.close()).not.toThrow();
+    expect(server.closed).toBe(true);
+    expect(domain(1).ports.length).toBeLessThan(before);
+    xen.transport.close();
+  });
+
   it("a disabled server gets no requests (Xen's null handler answers); enabling it again resumes serving", async () => {
     const xen = tracked(Xen.open({ transport: sim.connect() }));
     const server = tracked(IoreqServer.create({ xen, domid: 1 }));

@@ -437,9 +437,11 @@ export class IoreqServer extends EventEmitter<IoreqServerEvents> implements Disp
     this.#closed = true;
     untrack(this);
     let failure: unknown;
+    // Already gone: the domain (ESRCH), or the server itself (ENOENT: Xen destroys a dying domain's ioreq
+    // servers in ioreq_server_destroy_all(), common/ioreq.c, before the toolstack tells us it is closing).
     const gone = (err: unknown): boolean => {
       const e = err as { kind?: unknown; code?: unknown };
-      return e.kind === "NoSuchDomain" || e.code === "ESRCH";
+      return e.kind === "NoSuchDomain" || e.code === "ESRCH" || e.code === "ENOENT";
     };
     try {
       this.xen.setIoreqServerState(this.domid, this.id, false);
