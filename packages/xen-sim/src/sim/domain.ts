@@ -71,6 +71,10 @@ export class Domain {
   /** The guest's upcall: events on guest-consumed ports and interrupt line changes. */
   readonly upcall: EventFd;
   readonly createdAt = process.hrtime.bigint();
+  /** vCPUs online (`xl vcpu-set`): 1..vcpus; getdomaininfo's nr_online_vcpus. */
+  onlineVcpus: number;
+  /** Pages handed back by the balloon (`xl mem-set` below the boot size): tot_pages = RAM - this. */
+  balloonedPages = 0;
   pauseCount = 0;
   dying = false;
   /** Guest processes attached (a vCPU "running"). */
@@ -82,6 +86,7 @@ export class Domain {
     this.domid = domid;
     this.name = cfg.name ?? `guest${domid}`;
     this.vcpus = cfg.vcpus ?? 1;
+    this.onlineVcpus = this.vcpus;
     this.nrSpis = cfg.nrSpis ?? 64;
     this.uuid = new Uint8Array(16);
     crypto.getRandomValues(this.uuid);
@@ -172,8 +177,27 @@ export class Domain {
     return undefined;
   }
 
+  /** Pages of RAM the domain was built with (max_pages). */
   totPages(): bigint {
     return BigInt(this.ram.reduce((n, b) => n + b.size, 0) / PAGE_SIZE);
+  }
+
+  /** Pages the domain holds now (tot_pages): the boot RAM minus what the balloon gave back. */
+  currentPages(): bigint {
+    return this.totPages() - BigInt(this.balloonedPages);
+  }
+
+  /** `xl vcpu-set`: vCPUs above `n` go offline (the guest hot-unplugs them). */
+  setOnlineVcpus(n: number): void {
+    if (!Number.isInteger(n) || n < 1 || n > this.vcpus) refuse("EINVAL", `vcpus ${n} must be 1..${this.vcpus}`);
+    this.onlineVcpus = n;
+  }
+
+  /** `xl mem-set` as a cooperating balloon driver carries it out: tot_pages becomes `pages`. */
+  setCurrentPages(pages: number): void {
+    const max = Number(this.totPages());
+    if (!Number.isInteger(pages) || pages < 1 || pages > max) refuse("EINVAL", `${pages} pages must be 1..${max}`);
+    this.balloonedPages = max - pages;
   }
 
   /** SHUTDOWN_* code once shut down (SCHEDOP_shutdown or XEN_DMOP_remote_shutdown). */

@@ -2,7 +2,10 @@
 // with an errno (HypervisorError), never a crash, and the domain's state stays consistent.
 import { afterAll, beforeAll, describe, expect } from "vitest";
 import { test, fc } from "@fast-check/vitest";
-import { XEN_DMOP, encodeSysctl, encodeDomctl } from "@xen-vhost/xen-sys";
+import {
+  XEN_DMOP, XEN_SYSCTL, XenSysctlGetdomaininfolist, decodeDomainInfo, encodeSysctl, encodeDomctl, xenDomctlGetdomaininfo,
+  type DomainInfo,
+} from "@xen-vhost/xen-sys";
 import { HypervisorError, SimError } from "../error.js";
 import { FrameReader, encodeFrame } from "../protocol.js";
 import { Client, Hypervisor } from "./hypervisor.js";
@@ -87,5 +90,58 @@ describe("hostile hypercall bytes", () => {
     for (let i = 0; i < frame.length; i += split) r.push(frame.subarray(i, i + split), []);
     const got = r.next();
     expect(got?.message).toEqual(JSON.parse(JSON.stringify({ id: 1, value })));
+  });
+});
+
+/** getdomaininfolist through the hypervisor's sysctl bytes, decoded by xen-sys (what a monitor sees). */
+function list(h: Hypervisor, c: Client): DomainInfo[] {
+  const size = xenDomctlGetdomaininfo(h.arch).size;
+  const data = new Uint8Array(16 * size);
+  const op = encodeSysctl(XEN_SYSCTL.getdomaininfolist, 0x15, XenSysctlGetdomaininfolist.encode({ first_domain: 0, max_domains: 16 }));
+  const r = h.sysctl(c, { op, handles: [{ offset: 16, data }] }).result as { op: Uint8Array; handles: Uint8Array[] };
+  const n = XenSysctlGetdomaininfolist.read(new DataView(r.op.buffer, r.op.byteOffset), 8).num_domains;
+  return Array.from({ length: n }, (_, i) => decodeDomainInfo(h.arch, r.handles[0]!, i * size));
+}
+
+describe("toolstack lifecycle as getdomaininfolist reports it", () => {
+  test("shutdown code, vCPU and memory changes, a dying domain that lingers", async () => {
+    const h = new Hypervisor({ domains: [{ domid: 3, ram: 4 << 20, vcpus: 4, paused: false }] });
+    const c = new Client(9);
+    h.addClient(c);
+    try {
+      let d3 = list(h, c).find((d) => d.domid === 3)!;
+      // a live domain carries SHUTDOWN_CODE_INVALID (~0u) in the flags, as real Xen does
+      expect(d3.flags >>> 16).toBe(0xffff);
+      expect(d3.shutdown).toBe(false);
+      expect(d3.blocked).toBe(true);
+      expect([d3.onlineVcpus, d3.maxVcpuId, d3.totPages, d3.maxPages]).toEqual([4, 3, 1024n, 1024n]);
+      h.domain(3).setOnlineVcpus(2);
+      h.domain(3).setCurrentPages(512);
+      expect(() => h.domain(3).setOnlineVcpus(5)).toThrow(HypervisorError);
+      expect(() => h.domain(3).setCurrentPages(2048)).toThrow(HypervisorError);
+      d3 = list(h, c).find((d) => d.domid === 3)!;
+      expect([d3.onlineVcpus, d3.maxVcpuId, d3.totPages, d3.maxPages]).toEqual([2, 3, 512n, 1024n]);
+      expect(() => h.shutdownDomain(3, 6)).toThrow(HypervisorError);
+      h.shutdownDomain(3, 3);
+      d3 = list(h, c).find((d) => d.domid === 3)!;
+      expect([d3.shutdown, (d3.flags >>> 16) & 0xff, d3.running, d3.blocked]).toEqual([true, 3, false, false]);
+      h.destroyDomain(3, { lingerMs: 100 });
+      d3 = list(h, c).find((d) => d.domid === 3)!;
+      expect(d3.dying).toBe(true);
+      expect(() => h.domain(3)).toThrow(HypervisorError);
+      await new Promise((r) => setTimeout(r, 250));
+      expect(list(h, c).map((d) => d.domid)).toEqual([0]);
+    } finally {
+      h.disconnect(c);
+      h.close();
+    }
+  });
+
+  test("close() reaps a dying domain still lingering", () => {
+    const h = new Hypervisor({ domains: [{ domid: 2, ram: 1 << 20 }] });
+    h.destroyDomain(2, { lingerMs: 10_000 });
+    expect(h.domains.get(2)?.dying).toBe(true);
+    h.close();
+    expect(h.domains.has(2)).toBe(false);
   });
 });

@@ -24,6 +24,8 @@ export const XEN_RELEASES = {
   "4.17": { sysctl: 0x15, domctl: 0x15 },
   "4.18": { sysctl: 0x15, domctl: 0x16 },
   "4.19": { sysctl: 0x15, domctl: 0x17 },
+  /** Not a Xen release: versions no client knows, for tests of a failed interface-version probe. */
+  unreleased: { sysctl: 0xff, domctl: 0xff },
 } as const;
 export type XenRelease = keyof typeof XEN_RELEASES;
 
@@ -148,35 +150,71 @@ export class Hypervisor {
     return d;
   }
 
-  destroyDomain(domid: number): void {
+  /**
+   * domain_kill. With `lingerMs` the domain stays listed as dying that long before it goes, as on real Xen
+   * while something still holds its pages (e.g. a device model's foreign mappings): every operation on it
+   * already fails with ESRCH, getdomaininfolist still reports it with XEN_DOMINF_dying.
+   */
+  destroyDomain(domid: number, options: { lingerMs?: number } = {}): void {
     const d = this.domain(domid);
     if (d.domid === 0) refuse("EINVAL", "cannot destroy dom0");
+    const linger = options.lingerMs ?? 0;
+    if (!Number.isInteger(linger) || linger < 0 || linger > 60_000) refuse("EINVAL", `lingerMs ${linger} must be 0..60000`);
     d.destroy();
     for (const s of d.ioreqServers.values()) s.release(d);
     d.ioreqServers.clear();
     for (const port of [...d.ports.keys()]) closePort(d, port, (id) => this.domains.get(id));
-    this.domains.delete(domid);
+    if (linger === 0) {
+      this.#reap(d);
+      return;
+    }
+    const timer = setTimeout(() => {
+      this.#dying.delete(d);
+      this.#reap(d);
+    }, linger);
+    this.#dying.set(d, timer);
+  }
+
+  /** Dying domains waiting to go, with their timers. */
+  readonly #dying = new Map<Domain, NodeJS.Timeout>();
+
+  #reap(d: Domain): void {
+    if (this.domains.get(d.domid) === d) this.domains.delete(d.domid);
     d.release();
   }
 
+  /** SCHEDOP_shutdown from the guest, or `xl shutdown/reboot`: SHUTDOWN_poweroff 0 .. SHUTDOWN_soft_reset 5. */
+  shutdownDomain(domid: number, reason: number): void {
+    const d = this.domain(domid);
+    if (d.domid === 0) refuse("EINVAL", "cannot shut dom0 down");
+    // public/sched.h: SHUTDOWN_MAX 5.
+    if (!Number.isInteger(reason) || reason < 0 || reason > 5) refuse("EINVAL", `shutdown reason ${reason}`);
+    d.shutdown(reason);
+  }
+
   #domainInfo(d: Domain): Record<string, unknown> {
-    const running = !d.paused && !d.dying && d.attached > 0;
+    const down = d.dying || d.shutdownReason !== undefined;
+    const running = !d.paused && !down && d.attached > 0;
+    // common/domctl.c getdomaininfo: XEN_DOMINF_blocked only while every vCPU is blocked (not paused, not
+    // shut down), and `d->shutdown_code << XEN_DOMINF_shutdownshift` always: a live domain's code is
+    // SHUTDOWN_CODE_INVALID (~0u), so its flags read 0xffff.... as on the rig.
     const flags =
-      (d.dying ? XEN_DOMINF.dying : 0) |
-      (d.shutdownReason !== undefined ? XEN_DOMINF.shutdown | (d.shutdownReason << 16) : 0) |
-      XEN_DOMINF.hvm_guest |
-      XEN_DOMINF.hap |
-      (d.paused ? XEN_DOMINF.paused : 0) |
-      (running ? XEN_DOMINF.running : 0) |
-      (!running && !d.paused ? XEN_DOMINF.blocked : 0);
+      ((d.dying ? XEN_DOMINF.dying : 0) |
+        (d.shutdownReason !== undefined ? XEN_DOMINF.shutdown | (d.shutdownReason << 16) : 0xffff0000) |
+        XEN_DOMINF.hvm_guest |
+        XEN_DOMINF.hap |
+        (d.paused ? XEN_DOMINF.paused : 0) |
+        (running ? XEN_DOMINF.running : 0) |
+        (!running && !d.paused && !down ? XEN_DOMINF.blocked : 0)) >>>
+      0;
     const arch =
       this.arch === "arm64"
         // XEN_DOMCTL_CONFIG_GIC_V3 = 2; TEE none; nr_spis as configured.
         ? XenArchDomainconfigArm.encode({ gic_version: 2, tee_type: 0, nr_spis: d.nrSpis, clock_frequency: 0 })
         : XenArchDomainconfigX86.encode({ emulation_flags: 0, misc_flags: 0 });
     return {
-      domain: d.domid, flags, tot_pages: d.totPages(), max_pages: d.totPages(), outstanding_pages: 0n, shr_pages: 0n,
-      paged_pages: 0n, shared_info_frame: 0n, cpu_time: process.hrtime.bigint() - d.createdAt, nr_online_vcpus: d.vcpus,
+      domain: d.domid, flags, tot_pages: d.currentPages(), max_pages: d.totPages(), outstanding_pages: 0n, shr_pages: 0n,
+      paged_pages: 0n, shared_info_frame: 0n, cpu_time: process.hrtime.bigint() - d.createdAt, nr_online_vcpus: d.onlineVcpus,
       max_vcpu_id: d.vcpus - 1, ssidref: 0, handle: d.uuid, cpupool: 0, gpaddr_bits: this.arch === "arm64" ? 40 : 52,
       arch_config: arch,
     };
@@ -873,6 +911,11 @@ export class Hypervisor {
   }
 
   close(): void {
+    for (const [d, timer] of this.#dying) {
+      clearTimeout(timer);
+      this.#reap(d);
+    }
+    this.#dying.clear();
     for (const d of [...this.domains.values()]) {
       if (d.domid !== 0) this.destroyDomain(d.domid);
     }

@@ -44,8 +44,8 @@ async function main(): Promise<void> {
       },
       "control.pause": (_c, p: { domid: number }) => (hv.domain(p.domid).pause(), ok()),
       "control.unpause": (_c, p: { domid: number }) => (hv.domain(p.domid).unpause(), ok()),
-      "control.destroy": (_c, p: { domid: number }) => {
-        hv.destroyDomain(p.domid);
+      "control.destroy": (_c, p: { domid: number; lingerMs?: number }) => {
+        hv.destroyDomain(p.domid, p.lingerMs !== undefined ? { lingerMs: p.lingerMs } : {});
         xs?.remove(`/local/domain/${p.domid}`);
         return ok();
       },
@@ -53,6 +53,9 @@ async function main(): Promise<void> {
         const d = hv.domain(p.domid);
         return ok({ domid: d.domid, name: d.name, paused: d.paused, attached: d.attached, ports: [...d.ports.keys()], servers: [...d.ioreqServers.keys()] });
       },
+      "control.shutdown": (_c, p: { domid: number; reason: number }) => (hv.shutdownDomain(p.domid, p.reason), ok()),
+      "control.setVcpus": (_c, p: { domid: number; vcpus: number }) => (hv.domain(p.domid).setOnlineVcpus(p.vcpus), ok()),
+      "control.setMemory": (_c, p: { domid: number; pages: number }) => (hv.domain(p.domid).setCurrentPages(p.pages), ok()),
       "control.irqLevel": (_c, p: { domid: number; irq: number }) => ok({ level: hv.domain(p.domid).irqLevel(p.irq) }),
       "control.console": () => ok({ text: hv.console }),
       "control.addVirtioDevice": (_c, p: { spec: Parameters<typeof writeVirtioDevice>[1] }) => {
