@@ -7,7 +7,10 @@ export type XenErrorKind =
   | "DeviceMissing"
   /** The node exists but cannot be opened or the operation was refused (EACCES/EPERM). */
   | "PermissionDenied"
-  /** The kernel or hypervisor lacks the feature (ENOTTY/EOPNOTSUPP/ENOSYS), e.g. privcmd irqfd before Linux 6.7. */
+  /**
+   * The kernel or hypervisor lacks the feature (ENOTTY, EOPNOTSUPP = ENOTSUP, ENOSYS), e.g. privcmd irqfd before
+   * Linux 6.7, or a dm_op a Xen build does not have.
+   */
   | "Unsupported"
   /** No sysctl/domctl interface version this package knows was accepted by the hypervisor. */
   | "InterfaceVersion"
@@ -84,7 +87,7 @@ export class XenError extends Error {
 
   /**
    * Classifies a failed syscall (the one errno classifier of the package): ENOENT on open → DeviceMissing,
-   * EACCES/EPERM → PermissionDenied, ENOTTY/EOPNOTSUPP/ENOSYS → Unsupported, ESRCH → NoSuchDomain.
+   * EACCES/EPERM → PermissionDenied, ENOTTY/EOPNOTSUPP(ENOTSUP)/ENOSYS → Unsupported, ESRCH → NoSuchDomain.
    */
   static fromSysError(err: unknown, op: string, extra: { path?: string; domid?: number; opening?: boolean } = {}): XenError {
     if (err instanceof XenError) return err;
@@ -131,7 +134,10 @@ function classify(code: string, opening: boolean): XenErrorKind {
     case "EACCES":
     case "EPERM":
       return "PermissionDenied";
+    // Linux's EOPNOTSUPP and ENOTSUP are one errno (95); errnoName() spells it ENOTSUP, so both names are
+    // listed (Xen answers -EOPNOTSUPP for operations its build or the domain's configuration lacks).
     case "ENOTTY":
+    case "ENOTSUP":
     case "EOPNOTSUPP":
     case "ENOSYS":
       return "Unsupported";

@@ -77,3 +77,48 @@ describe("EventChannels", () => {
     ec.close();
   });
 });
+
+/** A device with the allocation-free read: the buffer EventChannels passes is filled in place. */
+class FakeEvtchnInto extends FakeEvtchn {
+  buffers = new Set<Uint32Array>();
+  reads = 0;
+  override readPending(): Uint32Array {
+    throw new Error("readPending must not be used when readPendingInto exists");
+  }
+  readPendingInto(buffer: Uint32Array): number {
+    this.reads++;
+    this.buffers.add(buffer);
+    const out = this.pending.splice(0, buffer.length);
+    if (this.pending.length === 0) this.efd.read();
+    buffer.set(out);
+    return out.length;
+  }
+}
+
+describe("EventChannels with readPendingInto", () => {
+  it("reuses one buffer, reads once per wake-up below a full batch, and comes back for more after a full one", async () => {
+    const dev = new FakeEvtchnInto();
+    const ec = new EventChannels(dev);
+    const got: number[] = [];
+    let want = 0;
+    let resolve: () => void = () => {};
+    ec.on("event", (p) => { got.push(p); if (got.length === want) resolve(); });
+    const wait = (n: number) => new Promise<void>((r) => { want = n; resolve = r; });
+
+    let done = wait(2);
+    dev.fire(3, 4);
+    await done;
+    expect(got).toEqual([3, 4]);
+    expect(dev.unmasked).toEqual([3, 4]);
+    expect(dev.reads).toBe(1); // no second read(2) just to see EAGAIN
+
+    const many = Array.from({ length: 70 }, (_, i) => 100 + i);
+    done = wait(72);
+    dev.fire(...many);
+    await done;
+    expect(got.slice(2)).toEqual(many);
+    expect(dev.reads).toBe(3); // 64, then the remaining 6
+    expect(dev.buffers.size).toBe(1);
+    ec.close();
+  });
+});

@@ -12,6 +12,8 @@ import type { EventChannelDevice } from "./transport.js";
 export class EvtchnDevice implements EventChannelDevice {
   #fd: number;
   readonly path: string;
+  /** The IOCTL_EVTCHN_NOTIFY argument (struct ioctl_evtchn_notify { unsigned int port; }), reused per kick. */
+  readonly #notifyArg = new Uint32Array(IoctlEvtchnNotify.size / 4);
 
   private constructor(fd: number, path: string) {
     this.#fd = fd;
@@ -32,7 +34,7 @@ export class EvtchnDevice implements EventChannelDevice {
     return this.#fd < 0;
   }
 
-  #ioctl(name: string, request: number, arg: Uint8Array | number): number {
+  #ioctl(name: string, request: number, arg: ArrayBufferView | number): number {
     try {
       return ioctl(this.fd, request, arg);
     } catch (err) {
@@ -63,9 +65,11 @@ export class EvtchnDevice implements EventChannelDevice {
     this.#ioctl("IOCTL_EVTCHN_UNBIND", IOCTL_EVTCHN_UNBIND, IoctlEvtchnUnbind.encode({ port }));
   }
 
+  /** IOCTL_EVTCHN_NOTIFY. Allocation-free: a device model calls it once per answered request. */
   notify(port: number): void {
     checkU32(port, "port");
-    this.#ioctl("IOCTL_EVTCHN_NOTIFY", IOCTL_EVTCHN_NOTIFY, IoctlEvtchnNotify.encode({ port }));
+    this.#notifyArg[0] = port;
+    this.#ioctl("IOCTL_EVTCHN_NOTIFY", IOCTL_EVTCHN_NOTIFY, this.#notifyArg);
   }
 
   restrict(domid: number): void {
@@ -76,22 +80,34 @@ export class EvtchnDevice implements EventChannelDevice {
   readPending(max = 64): Uint32Array {
     if (!Number.isInteger(max) || max < 1 || max > 4096) throw new RangeError(`max ${max} must be 1..4096`);
     const buf = new Uint32Array(max);
+    const n = this.readPendingInto(buf);
+    return n === 0 ? new Uint32Array(0) : buf.slice(0, n);
+  }
+
+  /**
+   * Reads up to `buffer.length` pending ports into `buffer` (each now masked) and returns how many; 0 when
+   * none are pending. The allocation-free form of `readPending` for an event loop that reuses one buffer.
+   * @throws RangeError for an empty buffer; XenError `Protocol` for a read that is not whole ports
+   */
+  readPendingInto(buffer: Uint32Array): number {
+    if (!(buffer instanceof Uint32Array) || buffer.length === 0) throw new RangeError("buffer must be a non-empty Uint32Array");
     let n: number | null;
     try {
-      n = read(this.fd, buf);
+      n = read(this.fd, buffer);
     } catch (err) {
       throw XenError.fromSysError(err, "read evtchn", { path: this.path });
     }
-    if (n === null || n === 0) return new Uint32Array(0);
+    if (n === null || n === 0) return 0;
     if (n % 4 !== 0) {
       throw new XenError("Protocol", `read evtchn: short read of ${n} bytes (not whole ports)`, { op: "read evtchn", path: this.path });
     }
-    return buf.slice(0, n / 4);
+    return n / 4;
   }
 
+  /** Writes the ports back (unmasks them). A Uint32Array is written as it is, without a copy. */
   unmask(ports: readonly number[] | Uint32Array): void {
     if (ports.length === 0) return;
-    const buf = Uint32Array.from(ports);
+    const buf = ports instanceof Uint32Array ? ports : Uint32Array.from(ports);
     let n: number | null;
     try {
       n = write(this.fd, buf);

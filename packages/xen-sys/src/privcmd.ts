@@ -44,7 +44,6 @@ export interface PrivcmdTransportOptions {
   logger?: Logger;
 }
 
-const UNSUPPORTED = new Set(["ENOTTY", "EOPNOTSUPP", "ENOSYS"]);
 const sleepCell = new Int32Array(new SharedArrayBuffer(4));
 
 /** Blocks for `ms` (the paged-out retry of MMAPBATCH_V2 is synchronous, as in libxenforeignmemory). */
@@ -279,7 +278,8 @@ export class PrivcmdTransport implements XenTransport {
         ioctl(this.#f, request, arg);
         return true;
       } catch (err) {
-        return !(err instanceof SysError && UNSUPPORTED.has(err.code));
+        // The package's one errno classifier decides (errno 95 is named ENOTSUP, not EOPNOTSUPP).
+        return !(err instanceof SysError && XenError.fromSysError(err, "probe").kind === "Unsupported");
       }
     };
     const irqfd = probe(

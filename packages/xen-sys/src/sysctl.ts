@@ -85,7 +85,11 @@ export interface DomainInfo {
   debugged: boolean;
   xenstoreDomain: boolean;
   hap: boolean;
-  /** SHUTDOWN_* code when `shutdown` (poweroff 0, reboot 1, suspend 2, crash 3, watchdog 4, soft_reset 5). */
+  /**
+   * The SHUTDOWN_* code (poweroff 0, reboot 1, suspend 2, crash 3, watchdog 4, soft_reset 5; see `SHUTDOWN`)
+   * when `shutdown` is set, else -1 (libxl's LIBXL_SHUTDOWN_REASON_UNKNOWN). Xen keeps its internal
+   * SHUTDOWN_CODE_INVALID (~0u) in the field of a live domain, which would read as 255.
+   */
   shutdownReason: number;
   /** The raw XEN_DOMINF_* flags. */
   flags: number;
@@ -104,10 +108,15 @@ export interface DomainInfo {
   uuid: string;
   cpupool: number;
   gpaddrBits: number;
-  /** The arch tail: x86 emulation flags, or the Arm GIC version and SPI count. */
+  /**
+   * The arch tail: x86 emulation flags, or the Arm GIC version and SPI count. `reported` says whether Xen
+   * filled it: x86's arch_get_domain_info copies the flags, Arm's (Xen 4.17 to at least 4.20) leaves the
+   * whole tail zero, so on Arm the fields are 0 and `reported` is false unless some byte was set. Take the
+   * GIC version and SPI count of an Arm guest from its configuration (xl, device tree) instead.
+   */
   arch:
-    | { arch: "x86_64"; emulationFlags: number; miscFlags: number }
-    | { arch: "arm64"; gicVersion: number; teeType: number; nrSpis: number; clockFrequency: number };
+    | { arch: "x86_64"; reported: boolean; emulationFlags: number; miscFlags: number }
+    | { arch: "arm64"; reported: boolean; gicVersion: number; teeType: number; nrSpis: number; clockFrequency: number };
 }
 
 /** Decodes one `struct xen_domctl_getdomaininfo` at `offset`. */
@@ -122,11 +131,18 @@ export function decodeDomainInfo(arch: XenArch, bytes: Uint8Array, offset = 0): 
     arch === "x86_64"
       ? (() => {
           const a = XenArchDomainconfigX86.decode(tail);
-          return { arch: "x86_64" as const, emulationFlags: a.emulation_flags, miscFlags: a.misc_flags };
+          return { arch: "x86_64" as const, reported: true, emulationFlags: a.emulation_flags, miscFlags: a.misc_flags };
         })()
       : (() => {
           const a = XenArchDomainconfigArm.decode(tail);
-          return { arch: "arm64" as const, gicVersion: a.gic_version, teeType: a.tee_type, nrSpis: a.nr_spis, clockFrequency: a.clock_frequency };
+          return {
+            arch: "arm64" as const,
+            reported: tail.some((byte) => byte !== 0),
+            gicVersion: a.gic_version,
+            teeType: a.tee_type,
+            nrSpis: a.nr_spis,
+            clockFrequency: a.clock_frequency,
+          };
         })();
   return {
     domid: r.domain,
@@ -139,7 +155,7 @@ export function decodeDomainInfo(arch: XenArch, bytes: Uint8Array, offset = 0): 
     debugged: (f & XEN_DOMINF.debugged) !== 0,
     xenstoreDomain: (f & XEN_DOMINF.xs_domain) !== 0,
     hap: (f & XEN_DOMINF.hap) !== 0,
-    shutdownReason: (f >>> XEN_DOMINF_shutdownshift) & XEN_DOMINF_shutdownmask,
+    shutdownReason: (f & XEN_DOMINF.shutdown) !== 0 ? (f >>> XEN_DOMINF_shutdownshift) & XEN_DOMINF_shutdownmask : -1,
     flags: f,
     totPages: r.tot_pages,
     maxPages: r.max_pages,

@@ -68,6 +68,11 @@ export interface EventChannelDevice extends Disposable {
   restrict(domid: number): void;
   /** The pending local ports (each now masked); empty when none are pending. */
   readPending(max?: number): Uint32Array;
+  /**
+   * Optional allocation-free `readPending`: fills `buffer` and returns the count (0 when none are pending).
+   * EventChannels uses it when present (one buffer for the life of the device), else `readPending`.
+   */
+  readPendingInto?(buffer: Uint32Array): number;
   /** Unmasks ports so they can fire again. */
   unmask(ports: readonly number[] | Uint32Array): void;
   close(): void;

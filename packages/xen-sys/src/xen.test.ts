@@ -4,7 +4,8 @@ import { describe, expect, it } from "vitest";
 import { Xen } from "./xen.js";
 import { XenError } from "./error.js";
 import { RecordingTransport, fail } from "./testing/index.js";
-import type { XenArch } from "./abi/domctl.js";
+import { SHUTDOWN, XEN_DOMINF, type XenArch } from "./abi/domctl.js";
+import { decodeDomainInfo } from "./sysctl.js";
 
 const dv = (b: Uint8Array) => new DataView(b.buffer, b.byteOffset, b.byteLength);
 
@@ -54,7 +55,7 @@ describe("Xen over a recording transport", () => {
     expect(doms.map((d) => d.domid)).toEqual([0, 7]);
     expect(doms[1]).toMatchObject({ running: true, hvm: true, totPages: 7001n, onlineVcpus: 2, gpaddrBits: 40 });
     expect(doms[1]!.uuid).toBe("deadbeef-0001-0203-0405-060708090a07");
-    expect(doms[1]!.arch).toEqual({ arch: "x86_64", emulationFlags: 0x3ff, miscFlags: 0 });
+    expect(doms[1]!.arch).toEqual({ arch: "x86_64", reported: true, emulationFlags: 0x3ff, miscFlags: 0 });
     const call = t.of("sysctl")[0]!;
     expect(call.op.byteLength).toBe(136);
     expect([dv(call.op).getUint32(0, true), dv(call.op).getUint32(4, true)]).toEqual([6, 0x15]);
@@ -68,7 +69,29 @@ describe("Xen over a recording transport", () => {
     using xen = Xen.open({ transport: sysctlTransport("arm64", [0, 1, 2]) });
     const doms = xen.listDomains();
     expect(doms.map((d) => d.domid)).toEqual([0, 1, 2]);
-    expect(doms[2]!.arch).toEqual({ arch: "arm64", gicVersion: 3, teeType: 0, nrSpis: 96, clockFrequency: 0 });
+    expect(doms[2]!.arch).toEqual({ arch: "arm64", reported: true, gicVersion: 3, teeType: 0, nrSpis: 96, clockFrequency: 0 });
+  });
+
+  it("an Arm tail Xen left zero (Xen 4.17-4.20 never fill it on Arm) is reported: false", () => {
+    const rec = new Uint8Array(120);
+    rec[0] = 5;
+    const d = decodeDomainInfo("arm64", rec);
+    expect(d.arch).toEqual({ arch: "arm64", reported: false, gicVersion: 0, teeType: 0, nrSpis: 0, clockFrequency: 0 });
+  });
+
+  it("shutdownReason is the SHUTDOWN_* code only once the domain is shut down, else -1", () => {
+    const rec = new Uint8Array(112);
+    const v = dv(rec);
+    // A live domain: Xen's SHUTDOWN_CODE_INVALID (~0u) shows through as 0xff in the shutdown-code bits.
+    v.setUint32(4, (0xff << 16) | XEN_DOMINF.running, true);
+    expect(decodeDomainInfo("x86_64", rec)).toMatchObject({ shutdown: false, running: true, shutdownReason: -1 });
+    v.setUint32(4, (SHUTDOWN.crash << 16) | XEN_DOMINF.shutdown, true);
+    expect(decodeDomainInfo("x86_64", rec)).toMatchObject({ shutdown: true, shutdownReason: SHUTDOWN.crash });
+    v.setUint32(4, (SHUTDOWN.poweroff << 16) | XEN_DOMINF.shutdown | XEN_DOMINF.dying, true);
+    expect(decodeDomainInfo("x86_64", rec)).toMatchObject({ shutdown: true, dying: true, shutdownReason: SHUTDOWN.poweroff });
+    // A dying domain that never shut down (xl destroy of a running guest) has no reason either.
+    v.setUint32(4, (0xff << 16) | XEN_DOMINF.dying, true);
+    expect(decodeDomainInfo("x86_64", rec)).toMatchObject({ dying: true, shutdown: false, shutdownReason: -1 });
   });
 
   it("pages through more than one batch", () => {

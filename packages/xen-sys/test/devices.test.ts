@@ -1,10 +1,13 @@
 // The real-device paths on a machine without Xen: real open(2)/ioctl(2)/mmap(2) on real nodes. A missing
 // node and a kernel without the feature (here /dev/null, which answers every ioctl with ENOTTY) must give
 // typed errors naming the operation, and leave no fd or mapping behind.
-import { existsSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
-import { EventFd } from "@xen-vhost/vmm-sys-util";
+import { EventFd, write } from "@xen-vhost/vmm-sys-util";
 import { PrivcmdTransport } from "../src/privcmd.js";
 import { Xen } from "../src/xen.js";
 import { XenError } from "../src/error.js";
@@ -99,5 +102,68 @@ describe("a kernel without the feature (/dev/null as privcmd: every ioctl is ENO
     expect(() => t.ioeventfd({ domid: 1, ioreq: new ArrayBuffer(4096), ports: new Uint32Array(1), addr: 0n, addrLen: 3, eventFd: 0, vq: 0 })).toThrow(RangeError);
     t.close();
     expect(thrown(() => t.restrict(1))).toMatchObject({ kind: "Closed" });
+  });
+});
+
+describe("EvtchnDevice on a FIFO (a pollable fd whose reads and writes are whole port numbers)", () => {
+  // /dev/xen/evtchn's read returns pending ports as u32s and a write of ports unmasks them. A FIFO opened
+  // read-write gives the same byte stream with a real kernel object: what a test writes, the device reads,
+  // and what `unmask` writes can be read back.
+  function fifo(): { path: string; remove: () => void } {
+    const dir = mkdtempSync(join(tmpdir(), "xen-sys-evtchn-"));
+    const path = join(dir, "evtchn");
+    execFileSync("mkfifo", [path]);
+    return { path, remove: () => rmSync(dir, { recursive: true, force: true }) };
+  }
+  const hasMkfifo = (() => {
+    try {
+      execFileSync("mkfifo", ["--version"], { stdio: "ignore" });
+      return true;
+    } catch {
+      return false;
+    }
+  })();
+
+  it.skipIf(!hasMkfifo)("readPendingInto fills the caller's buffer, returns the count, and 0 when nothing is pending (needs mkfifo)", () => {
+    const leaks = fdLeakCheck();
+    const f = fifo();
+    const dev = EvtchnDevice.open(f.path);
+    const buf = new Uint32Array(4);
+    expect(dev.readPendingInto(buf)).toBe(0);
+    write(dev.fd, Uint32Array.of(7, 9, 11));
+    expect(dev.readPendingInto(buf)).toBe(3);
+    expect([...buf.subarray(0, 3)]).toEqual([7, 9, 11]);
+    // More pending than the buffer holds: the rest stays for the next read.
+    write(dev.fd, Uint32Array.of(1, 2, 3, 4, 5, 6));
+    expect(dev.readPendingInto(buf)).toBe(4);
+    expect([...buf]).toEqual([1, 2, 3, 4]);
+    expect(dev.readPendingInto(buf)).toBe(2);
+    expect([...buf.subarray(0, 2)]).toEqual([5, 6]);
+    // readPending is the allocating form over the same read.
+    write(dev.fd, Uint32Array.of(42));
+    expect([...dev.readPending(8)]).toEqual([42]);
+    expect(dev.readPending()).toHaveLength(0);
+    // unmask writes a Uint32Array as it is and an array as u32s.
+    dev.unmask(buf.subarray(0, 2));
+    dev.unmask([8]);
+    expect([...dev.readPending()]).toEqual([5, 6, 8]);
+    expect(() => dev.readPendingInto(new Uint32Array(0))).toThrow(RangeError);
+    dev.close();
+    f.remove();
+    expect(leaks.check()).toEqual([]);
+  });
+
+  it.skipIf(!hasMkfifo)("a read that is not whole ports is a Protocol error; notify on a non-evtchn fd is Unsupported (needs mkfifo)", () => {
+    const leaks = fdLeakCheck();
+    const f = fifo();
+    const dev = EvtchnDevice.open(f.path);
+    write(dev.fd, Uint8Array.of(1, 0, 0, 0, 2, 0));
+    expect(thrown(() => dev.readPendingInto(new Uint32Array(4)))).toMatchObject({ kind: "Protocol", op: "read evtchn" });
+    expect(thrown(() => dev.notify(3))).toMatchObject({ kind: "Unsupported", op: "IOCTL_EVTCHN_NOTIFY", code: "ENOTTY" });
+    dev.close();
+    dev.close();
+    expect(thrown(() => dev.readPendingInto(new Uint32Array(1)))).toMatchObject({ kind: "Closed" });
+    f.remove();
+    expect(leaks.check()).toEqual([]);
   });
 });

@@ -70,3 +70,9 @@ export const XEN_DOMINF = {
 } as const;
 export const XEN_DOMINF_shutdownmask = 255;
 export const XEN_DOMINF_shutdownshift = 16;
+
+// xen/include/public/sched.h: the reasons of SCHEDOP_shutdown / SHUTDOWN_* (what getdomaininfo's shutdown code
+// holds once XEN_DOMINF_shutdown is set; a live domain carries Xen's internal SHUTDOWN_CODE_INVALID, ~0u,
+// which reads as 255 after the mask).
+export const SHUTDOWN = { poweroff: 0, reboot: 1, suspend: 2, crash: 3, watchdog: 4, soft_reset: 5 } as const;
+export type ShutdownReason = keyof typeof SHUTDOWN;

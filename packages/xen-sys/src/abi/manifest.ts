@@ -191,6 +191,7 @@ export const abiConstants: readonly AbiConstant[] = [
   c("XEN_DOMINF_shutdownmask", domctl.XEN_DOMINF_shutdownmask, DOMCTL_H),
   c("XEN_DOMINF_shutdownshift", domctl.XEN_DOMINF_shutdownshift, DOMCTL_H),
   c("offsetof(struct xen_domctl, u)", domctl.XEN_DOMCTL_PAYLOAD_OFFSET, DOMCTL_H),
+  ...Object.entries(domctl.SHUTDOWN).map(([k, v]) => c(`SHUTDOWN_${k}`, v, "xen/include/public/sched.h")),
 
   ...Object.entries(xs.XS).map(([k, v]) => c(`XS_${k}`, v, XS_WIRE_H)),
   c("XS_WATCH_PATH", xs.XS_WATCH_PATH, XS_WIRE_H),
@@ -222,6 +223,7 @@ export const abiIncludes = [
   "xen/hvm/dm_op.h",
   "xen/hvm/ioreq.h",
   "xen/domctl.h",
+  "xen/sched.h",
   "xen/sysctl.h",
   "xen/io/xs_wire.h",
   "xen/io/xenbus.h",
