@@ -15,6 +15,7 @@ import {
   type PayloadOf, type ProtocolFeatureName, type ProtocolQuirks, type VhostUserMessage,
 } from "@xen-vhost/vhost-user-protocol";
 import { BackendRequestChannel, type BackendRequestHandlers, type ShmemMapRequest } from "./backend-channel.js";
+import { GpuSocket, type GpuSocketHandlers } from "./gpu-socket.js";
 import { checkNoOverlap, regionKey, toWireRegion, type MemoryRegionDescription } from "./memory.js";
 import { acceptOne, connectWithRetry, type RetryOptions } from "./socket.js";
 
@@ -1070,6 +1071,25 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
   /** GPU_SET_SOCKET (33): the vhost-user-gpu protocol socket (borrowed). */
   async gpuSetSocket(fd: number): Promise<void> {
     await this.#transact("GPU_SET_SOCKET", { kind: "none" }, [fd]);
+  }
+
+  /**
+   * GPU_SET_SOCKET with a fresh socketpair: the vhost-user-gpu protocol runs on the returned GpuSocket
+   * (display info, EDID, scanouts, updates, cursor). The socket is up before the request goes out: a
+   * libvhost-user GPU back-end asks GET_PROTOCOL_FEATURES on it before it acks GPU_SET_SOCKET.
+   */
+  async openGpuSocket(options: { handlers?: GpuSocketHandlers } = {}): Promise<GpuSocket> {
+    const [mine, theirs] = UnixStream.pair();
+    const gpu = new GpuSocket(mine, { ...options, logger: this.#log, unref: this.#opts.unref ?? false });
+    try {
+      await this.gpuSetSocket(theirs.fd);
+    } catch (err) {
+      gpu.close();
+      throw err;
+    } finally {
+      theirs.close();
+    }
+    return gpu;
   }
 
   /** GET_SHARED_OBJECT (41): a dma-buf fd for `uuid` (caller owns it), or null if the back-end has none. */
