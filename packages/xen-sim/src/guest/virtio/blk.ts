@@ -1,7 +1,7 @@
 // Guest virtio-blk driver (virtio 1.2 section 5.2): requests of a 16-byte header (type, reserved, sector),
 // data, and a status byte.
 import { SimError } from "../../error.js";
-import type { VirtioMmioDriver } from "./driver.js";
+import type { VirtioTransport } from "./transport.js";
 
 export const VIRTIO_BLK_T_IN = 0;
 export const VIRTIO_BLK_T_OUT = 1;
@@ -10,13 +10,13 @@ export const VIRTIO_BLK_T_GET_ID = 8;
 
 export class VirtioBlkDriver {
   readonly capacity: bigint;
-  readonly #drv: VirtioMmioDriver;
+  readonly #drv: VirtioTransport;
   readonly #hdr: bigint;
   readonly #data: bigint;
   readonly #status: bigint;
   readonly #max: number;
 
-  private constructor(drv: VirtioMmioDriver, capacity: bigint, max: number) {
+  private constructor(drv: VirtioTransport, capacity: bigint, max: number) {
     this.#drv = drv;
     this.capacity = capacity;
     this.#max = max;
@@ -25,7 +25,7 @@ export class VirtioBlkDriver {
     this.#data = drv.alloc.alloc(max, 4096);
   }
 
-  static init(drv: VirtioMmioDriver, maxTransfer = 64 * 1024): VirtioBlkDriver {
+  static init(drv: VirtioTransport, maxTransfer = 64 * 1024): VirtioBlkDriver {
     const id = drv.probe();
     if (id.deviceId !== 2) throw new SimError("GuestFailed", `device ${id.deviceId} is not virtio-blk (2)`);
     drv.negotiate(0n);

@@ -10,43 +10,16 @@ import { GuestAddress, type GuestMemory } from "@xen-vhost/vm-memory";
 import { DriverQueue, VIRTQ_DESC_F_NEXT, type ChainSpec, type UsedElement } from "@xen-vhost/virtio-queue";
 import * as R from "@xen-vhost/virtio-mmio";
 import { SimError } from "../../error.js";
-import { GUEST_RAM0_BASE, PAGE_SIZE } from "../../layout.js";
+import { PAGE_SIZE } from "../../layout.js";
 import type { Guest } from "../guest.js";
 import type { Vcpu } from "../vcpu.js";
+import { GuestAllocator } from "./allocator.js";
+import type { DeviceIdentity, VirtioTransport } from "./transport.js";
+
+export { GuestAllocator } from "./allocator.js";
+export type { DeviceIdentity } from "./transport.js";
 
 const S = R.VirtioStatus;
-
-/** A bump allocator over guest RAM for rings and buffers (the simulated guest's "kmalloc"). */
-export class GuestAllocator {
-  #next: bigint;
-  readonly #end: bigint;
-
-  constructor(start: bigint, end: bigint) {
-    this.#next = start;
-    this.#end = end;
-  }
-
-  /** From 1 MiB into RAM0 to its end. */
-  static forGuest(guest: Guest): GuestAllocator {
-    const ram0 = guest.info.ram[0]!;
-    return new GuestAllocator(GUEST_RAM0_BASE + 0x10_0000n, ram0.base + BigInt(ram0.size));
-  }
-
-  alloc(len: number, align = 16): bigint {
-    const a = BigInt(align);
-    const at = (this.#next + a - 1n) & ~(a - 1n);
-    if (at + BigInt(len) > this.#end) throw new SimError("InvalidArgument", `guest allocator out of memory (${len} bytes)`);
-    this.#next = at + BigInt(len);
-    return at;
-  }
-}
-
-export interface DeviceIdentity {
-  magic: number;
-  version: number;
-  deviceId: number;
-  vendorId: number;
-}
 
 export interface VirtioMmioDriverOptions {
   /** The device's interrupt line; without it completions are polled. */
@@ -57,7 +30,7 @@ export interface VirtioMmioDriverOptions {
   log?: (message: string) => void;
 }
 
-export class VirtioMmioDriver {
+export class VirtioMmioDriver implements VirtioTransport {
   readonly base: bigint;
   readonly vcpu: Vcpu;
   readonly guest: Guest;
@@ -206,6 +179,19 @@ export class VirtioMmioDriver {
     }
   }
 
+  /**
+   * `len` config bytes from `offset` under the generation check. Byte-wide MMIO reads, as Linux's
+   * vm_get() does for virtio 1 devices (virtio_mmio.c), so fields need no 32-bit alignment.
+   */
+  readConfigBytes(offset: number, len: number): Uint8Array {
+    const out = new Uint8Array(len);
+    for (;;) {
+      const g1 = this.r32(R.VIRTIO_MMIO_CONFIG_GENERATION);
+      for (let i = 0; i < len; i++) out[i] = Number(this.vcpu.read(this.base + BigInt(R.VIRTIO_MMIO_CONFIG + offset + i), 1));
+      if (this.r32(R.VIRTIO_MMIO_CONFIG_GENERATION) === g1) return out;
+    }
+  }
+
   /** Posts a chain (GPAs of guest buffers), translating its addresses for the device, and kicks. */
   submit(index: number, chain: ChainSpec): number {
     const q = this.queues[index];
@@ -228,25 +214,32 @@ export class VirtioMmioDriver {
     return head;
   }
 
+  /** Takes the next used buffer of queue `index` if there is one; ends grant access to its pages. */
+  pollUsed(index: number): UsedElement<unknown> | undefined {
+    const q = this.queues[index];
+    if (!q) throw new SimError("InvalidArgument", `queue ${index} is not set up`);
+    const u = q.getUsed();
+    if (!u) return undefined;
+    const key = `${index}:${u.id}`;
+    for (const ref of this.#inflightRefs.get(key) ?? []) {
+      if (!this.guest.grants.endAccess(ref)) throw new SimError("GuestFailed", `grant ${ref} still mapped by the backend after use`);
+    }
+    this.#inflightRefs.delete(key);
+    return u;
+  }
+
   /**
    * Waits for a used buffer on queue `index`: takes the interrupt (line, InterruptStatus, InterruptACK) when
    * an irq is configured, else polls the used ring. Ends grant access to the buffer's pages.
    */
   waitUsed(index: number, timeoutMs = 5000): UsedElement<unknown> {
-    const q = this.queues[index]!;
+    if (!this.queues[index]) throw new SimError("InvalidArgument", `queue ${index} is not set up`);
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       // Like vm_interrupt: an asserted line is read (InterruptStatus) and acknowledged before the used ring.
       if (this.#opts.irq !== undefined && this.guest.irqLevel(this.#opts.irq)) this.ackInterrupt();
-      const u = q.getUsed();
-      if (u) {
-        const key = `${index}:${u.id}`;
-        for (const ref of this.#inflightRefs.get(key) ?? []) {
-          if (!this.guest.grants.endAccess(ref)) throw new SimError("GuestFailed", `grant ${ref} still mapped by the backend after use`);
-        }
-        this.#inflightRefs.delete(key);
-        return u;
-      }
+      const u = this.pollUsed(index);
+      if (u) return u;
       if (this.#opts.irq !== undefined) {
         if (!this.guest.waitForIrq(this.#opts.irq, Math.max(1, deadline - Date.now()))) throw new SimError("Timeout", `no interrupt on line ${this.#opts.irq}`);
       } else if (Date.now() > deadline) {

@@ -1,6 +1,6 @@
 // Guest virtio-gpio driver (Linux drivers/gpio/gpio-virtio.c): requests on queue 0.
 import { SimError } from "../../error.js";
-import type { VirtioMmioDriver } from "./driver.js";
+import type { VirtioTransport } from "./transport.js";
 
 export const VIRTIO_GPIO_MSG = { GET_NAMES: 1, GET_DIRECTION: 2, SET_DIRECTION: 3, GET_VALUE: 4, SET_VALUE: 5, SET_IRQ_TYPE: 6 } as const;
 export const VIRTIO_GPIO_DIRECTION = { NONE: 0, OUT: 1, IN: 2 } as const;
@@ -8,11 +8,11 @@ export const VIRTIO_GPIO_DIRECTION = { NONE: 0, OUT: 1, IN: 2 } as const;
 export class VirtioGpioDriver {
   readonly ngpio: number;
   readonly namesSize: number;
-  readonly #drv: VirtioMmioDriver;
+  readonly #drv: VirtioTransport;
   readonly #req: bigint;
   readonly #resp: bigint;
 
-  private constructor(drv: VirtioMmioDriver, ngpio: number, namesSize: number) {
+  private constructor(drv: VirtioTransport, ngpio: number, namesSize: number) {
     this.#drv = drv;
     this.ngpio = ngpio;
     this.namesSize = namesSize;
@@ -20,7 +20,7 @@ export class VirtioGpioDriver {
     this.#resp = drv.alloc.alloc(4096, 4096);
   }
 
-  static init(drv: VirtioMmioDriver): VirtioGpioDriver {
+  static init(drv: VirtioTransport): VirtioGpioDriver {
     const id = drv.probe();
     if (id.deviceId !== 41) throw new SimError("GuestFailed", `device ${id.deviceId} is not virtio-gpio (41)`);
     drv.negotiate(0n);

@@ -1,25 +1,25 @@
 // Guest virtio-i2c driver (Linux drivers/i2c/busses/i2c-virtio.c): one request queue; each message is an
 // out header (addr << 1, flags), the data, and an in header (status byte).
 import { SimError } from "../../error.js";
-import type { VirtioMmioDriver } from "./driver.js";
+import type { VirtioTransport } from "./transport.js";
 
 export const VIRTIO_I2C_F_ZERO_LENGTH_REQUEST = 0;
 export const VIRTIO_I2C_FLAGS_M_RD = 1 << 1;
 
 export class VirtioI2cDriver {
-  readonly #drv: VirtioMmioDriver;
+  readonly #drv: VirtioTransport;
   readonly #hdr: bigint;
   readonly #buf: bigint;
   readonly #status: bigint;
 
-  private constructor(drv: VirtioMmioDriver) {
+  private constructor(drv: VirtioTransport) {
     this.#drv = drv;
     this.#hdr = drv.alloc.alloc(8, 16);
     this.#status = drv.alloc.alloc(1, 16);
     this.#buf = drv.alloc.alloc(4096, 4096);
   }
 
-  static init(drv: VirtioMmioDriver): VirtioI2cDriver {
+  static init(drv: VirtioTransport): VirtioI2cDriver {
     const id = drv.probe();
     if (id.deviceId !== 34) throw new SimError("GuestFailed", `device ${id.deviceId} is not virtio-i2c (34)`);
     const f = drv.negotiate(1n << BigInt(VIRTIO_I2C_F_ZERO_LENGTH_REQUEST));

@@ -1,20 +1,20 @@
 // Guest virtio-rng driver (virtio 1.2 section 5.4): one request queue of device-writable buffers.
 import { SimError } from "../../error.js";
-import type { VirtioMmioDriver } from "./driver.js";
+import type { VirtioTransport } from "./transport.js";
 
 export class VirtioRngDriver {
-  readonly #drv: VirtioMmioDriver;
+  readonly #drv: VirtioTransport;
   readonly #buf: bigint;
   readonly #max: number;
 
-  private constructor(drv: VirtioMmioDriver, max: number) {
+  private constructor(drv: VirtioTransport, max: number) {
     this.#drv = drv;
     this.#max = max;
     this.#buf = drv.alloc.alloc(max, 4096);
   }
 
   /** Probes (device ID 4), negotiates, sets up the request queue, DRIVER_OK. */
-  static init(drv: VirtioMmioDriver, maxRequest = 4096): VirtioRngDriver {
+  static init(drv: VirtioTransport, maxRequest = 4096): VirtioRngDriver {
     const id = drv.probe();
     if (id.deviceId !== 4) throw new SimError("GuestFailed", `device ${id.deviceId} is not virtio-rng (4)`);
     drv.negotiate(0n);
