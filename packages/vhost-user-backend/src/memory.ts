@@ -47,8 +47,10 @@ export interface XenRegionMapper {
   /** Whether this mapper can map regions of `type` (with `noAdvanceMap`). */
   supports(type: XenRegionType, noAdvanceMap: boolean): boolean;
   /**
-   * Maps the region. The returned region must start at `guestPhysAddr` and be `memorySize` bytes long; it is
-   * closed when the table drops it.
+   * Maps the region. The returned region must start at `guestPhysAddr` and be `memorySize` bytes long, or
+   * shorter when the rest of the described range cannot hold guest memory (`memorySize` may exceed 2^53: a
+   * grant region spanning the grant address space, of which grant_ref_t reaches 2^44 bytes); it is closed
+   * when the table drops it.
    * @throws anything: reported as BackendError `MapFailed` with the error as cause.
    */
   map(region: XenRegionDescription): GuestMemoryRegion;
@@ -78,6 +80,8 @@ interface Entry {
   readonly kind: XenRegionType | "unix";
 }
 
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
+
 function closeQuietly(fd: number): void {
   try {
     closeFd(fd);
@@ -93,11 +97,14 @@ export function mapRegion(r: MemoryRegion, fd: number, mapper: XenRegionMapper |
     if (r.memorySize === 0n) throw new BackendError("InvalidMemoryTable", `${where}: size 0`);
     if (r.guestPhysAddr + r.memorySize - 1n > 0xffff_ffff_ffff_ffffn)
       throw new BackendError("InvalidMemoryTable", `${where}: guest address + size wraps past 2^64`);
-    if (r.memorySize > BigInt(Number.MAX_SAFE_INTEGER)) throw new BackendError("InvalidMemoryTable", `${where}: larger than 2^53 - 1 bytes`);
     if (r.userAddr + r.memorySize - 1n > 0xffff_ffff_ffff_ffffn)
       throw new BackendError("InvalidMemoryTable", `${where}: user address ${hex(r.userAddr)} + size wraps past 2^64`);
     const { type, noAdvanceMap } = r.xen ? xenRegionType(r.xen.flags) : { type: "unix" as const, noAdvanceMap: false };
     if (type === "unix") {
+      // An mmap is at most 2^53 - 1 bytes here (and far less in practice). Xen regions may be described
+      // larger (a NO_ADVANCE_MAP grant region spanning the grant address space): only the mapper can say
+      // which part of such a range can hold guest memory, so they go to it as bigints.
+      if (r.memorySize > MAX_SAFE_BIG) throw new BackendError("InvalidMemoryTable", `${where}: larger than 2^53 - 1 bytes`);
       const page = BigInt(pageSize());
       if (r.memorySize % page !== 0n || r.mmapOffset % page !== 0n)
         throw new BackendError("InvalidMemoryTable", `${where}: size and mmap_offset ${hex(r.mmapOffset)} must be multiples of the page size`);
@@ -121,7 +128,9 @@ export function mapRegion(r: MemoryRegion, fd: number, mapper: XenRegionMapper |
     } catch (err) {
       throw new BackendError("MapFailed", `${where}: ${mapper.name} failed to map the ${name} region: ${(err as Error).message}`, { cause: err });
     }
-    if (region.guestBase.value !== r.guestPhysAddr || BigInt(region.size) !== r.memorySize) {
+    // The mapper may return a prefix of the range (a grant region described beyond grant_ref_t's reach, or
+    // larger than a region can be), never more and never elsewhere.
+    if (region.guestBase.value !== r.guestPhysAddr || BigInt(region.size) > r.memorySize || region.size <= 0) {
       region.close();
       throw new BackendError("MapFailed", `${where}: ${mapper.name} returned a region at ${region.guestBase.toString()} of ${region.size} bytes`);
     }

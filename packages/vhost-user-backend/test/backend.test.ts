@@ -10,7 +10,7 @@ import { GuestMemory, MmapRegion } from "@xen-vhost/vm-memory";
 import {
   Connection, FrontendReq, VhostUserHeaderFlag, BackendReq, encodeHeader, protocolFeatureSet, XenMmapFlags, type VhostUserMessage,
 } from "@xen-vhost/vhost-user-protocol";
-import { VhostUserDaemon, VHOST_USER_F_PROTOCOL_FEATURES, BackendError, type XenRegionMapper, type XenRegionDescription } from "../src/index.js";
+import { VhostUserDaemon, VHOST_USER_F_PROTOCOL_FEATURES, BackendError, mapRegion, type XenRegionMapper, type XenRegionDescription } from "../src/index.js";
 import { TestFrontend, collectUsed, post } from "../src/testing/index.js";
 import { EchoDevice } from "./echo-device.js";
 
@@ -300,7 +300,8 @@ describe("Xen memory regions (XEN_MMAP)", () => {
     map(r: XenRegionDescription): MmapRegion {
       const { fd: _fd, ...rest } = r;
       this.seen.push(rest);
-      return MmapRegion.memfd(r.guestPhysAddr, Number(r.memorySize));
+      // like vm-memory-xen for a grant range beyond what it can address: a prefix of at most 64 KiB
+      return MmapRegion.memfd(r.guestPhysAddr, Number(r.memorySize < 0x10000n ? r.memorySize : 0x10000n));
     }
   }
 
@@ -344,6 +345,44 @@ describe("Xen memory regions (XEN_MMAP)", () => {
       closeFd(fd);
     }
     expect(daemon.handler?.memoryTable.vaToGpa(0x1000_0010n, 4)).toBe(0x8000_0000_0000_0010n);
+  });
+
+  it("a grant region described larger than 2^53 bytes (the whole grant address space) reaches the mapper as bigints", async () => {
+    const mapper = new RecordingMapper(["grant"]);
+    const { path, daemon } = startDaemon(new EchoDevice(), { xenMapper: mapper });
+    const fe = track(TestFrontend.connect(path));
+    await fe.negotiate({ protocol: ["MQ", "REPLY_ACK", "XEN_MMAP"] });
+    const fd = memfdCreate("g");
+    try {
+      const region = {
+        guestPhysAddr: 1n << 63n, memorySize: 1n << 63n, userAddr: 1n << 63n, mmapOffset: 0n,
+        xen: { flags: XenMmapFlags.GRANT | XenMmapFlags.NO_ADVANCE_MAP, domid: 3 },
+      };
+      expect(await fe.ack("SET_MEM_TABLE", { kind: "memory", regions: [region] }, [fd])).toBe(0n);
+    } finally {
+      closeFd(fd);
+    }
+    expect(mapper.seen).toMatchObject([{ guestPhysAddr: 1n << 63n, memorySize: 1n << 63n, type: "grant", noAdvanceMap: true, domid: 3 }]);
+    const table = daemon.handler!.memoryTable;
+    expect(table.kinds).toEqual(["grant"]);
+    expect(table.vaToGpa((1n << 63n) + 0x1000n, 16)).toBe((1n << 63n) + 0x1000n);
+    table.memory.write((1n << 63n) + 0x1000n, enc.encode("granted"));
+    expect(new TextDecoder().decode(table.memory.read((1n << 63n) + 0x1000n, 7))).toBe("granted");
+  });
+
+  it("a memfd (UNIX) region larger than 2^53 bytes is still refused, and a mapper returning more than asked is MapFailed", () => {
+    const fd = memfdCreate("u");
+    const huge = { guestPhysAddr: 0n, memorySize: 1n << 60n, userAddr: 0n, mmapOffset: 0n };
+    expect(() => mapRegion(huge, fd, undefined)).toThrow(/2\^53/);
+    const liar: XenRegionMapper = { name: "liar", supports: () => true, map: (r) => MmapRegion.memfd(r.guestPhysAddr, 0x2000) };
+    const small = { guestPhysAddr: 0n, memorySize: 0x1000n, userAddr: 0n, mmapOffset: 0n, xen: { flags: XenMmapFlags.FOREIGN, domid: 1 } };
+    let err: unknown;
+    try {
+      mapRegion(small, memfdCreate("f"), liar);
+    } catch (e) {
+      err = e;
+    }
+    expect((err as BackendError).kind).toBe("MapFailed");
   });
 
   it("refuses a region type the mapper cannot map with a failure status", async () => {

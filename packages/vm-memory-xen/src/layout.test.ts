@@ -10,15 +10,17 @@ const pages = (bytes: bigint) => bytes / 4096n;
 
 /** A getdomaininfo record as libxl leaves it: max_pages = RAM + 1 MiB slack, tot_pages = RAM + 4 magic pages (Arm). */
 function info(arch: XenArch, ram: bigint, extra: Partial<DomainInfo> = {}, emulationFlags = 0): DomainInfo {
+  // A variable, not a literal: `reported` (newer xen-sys) is then accepted with and without the field in the type.
+  const tail = arch === "arm64"
+    ? { arch: "arm64" as const, reported: true, gicVersion: 3, teeType: 0, nrSpis: 64, clockFrequency: 0 }
+    : { arch: "x86_64" as const, reported: true, emulationFlags, miscFlags: 0 };
   return {
     domid: 7, dying: false, hvm: true, shutdown: false, paused: false, blocked: true, running: false, debugged: false,
     xenstoreDomain: false, hap: true, shutdownReason: 0, flags: 0,
     totPages: pages(ram) + (arch === "arm64" ? 4n : 0n), maxPages: pages(ram) + 256n,
     outstandingPages: 0n, sharedPages: 0n, pagedPages: 0n, sharedInfoFrame: 0n, cpuTime: 0n, onlineVcpus: 1,
     maxVcpuId: 0, ssidref: 0, uuid: "00000000-0000-0000-0000-000000000000", cpupool: 0, gpaddrBits: 40,
-    arch: arch === "arm64"
-      ? { arch: "arm64", gicVersion: 3, teeType: 0, nrSpis: 64, clockFrequency: 0 }
-      : { arch: "x86_64", emulationFlags, miscFlags: 0 },
+    arch: tail,
     ...extra,
   };
 }

@@ -55,6 +55,39 @@ describe("createXenRegionMapper", () => {
     r.close();
   });
 
+  it("a NO_ADVANCE_MAP grant region spanning the grant address space (2^63 bytes) goes through vhost-user-backend's table to gntdev", () => {
+    const dev = new RecordingGrantDevice();
+    const mapper = createXenRegionMapper({ transport: new RecordingTransport({ respond: { openGrantDevice: () => dev } }) });
+    // the codec hands the backend NO_ADVANCE_MAP as 0x100 whatever the wire encoding was
+    using table = MemoryTable.fromRegions(
+      [{ guestPhysAddr: 1n << 63n, memorySize: 1n << 63n, userAddr: 1n << 63n, mmapOffset: 0n, xen: { flags: 0x102, domid: 6 } }],
+      [memfdCreate("gntdev-standin")],
+      mapper,
+    );
+    expect(table.kinds).toEqual(["grant"]);
+    // grant reference 0x1234 is reachable by its DMA address and by the front-end's user address alike
+    const gpa = grantAddress(0x1234) + 8n;
+    expect(table.vaToGpa(gpa, 4)).toBe(gpa);
+    table.memory.write(gpa, new Uint8Array([9, 8, 7, 6]));
+    expect(Array.from(table.memory.read(gpa, 4))).toEqual([9, 8, 7, 6]);
+    expect(dev.maps.at(-1)).toEqual({ domid: 6, refs: [0x1234], readOnly: false });
+    // the last grant reference (2^32 - 1) is inside, nothing past it
+    expect(() => table.memory.read(grantAddress(0xffff_ffff), 4)).not.toThrow();
+    expect(() => table.memory.read(grantAddress(0xffff_ffff) + 0x1000n, 4)).toThrow(/no memory there/);
+  });
+
+  it("refuses a grant region below bit 63 with a typed error as MapFailed's cause", () => {
+    const mapper = createXenRegionMapper({ transport: new RecordingTransport() });
+    let e: unknown;
+    try {
+      mapRegion({ guestPhysAddr: 0x4000_0000n, memorySize: 1n << 60n, userAddr: 0n, mmapOffset: 0n, xen: { flags: 0x102, domid: 6 } }, memfdCreate("x"), mapper);
+    } catch (err) {
+      e = err;
+    }
+    expect((e as { kind: string }).kind).toBe("MapFailed");
+    expect(((e as Error).cause as { kind: string }).kind).toBe("NotAGrantAddress");
+  });
+
   it("a refused mapping becomes vhost-user-backend's MapFailed with our error as the cause", () => {
     const t = new RecordingTransport({ respond: { mmapForeign: (_d, g) => ({ buffer: new ArrayBuffer(g.length * 4096), errors: Int32Array.from(g, () => 14) }) } });
     let e: unknown;

@@ -11,7 +11,11 @@ import { noopLogger, type Logger } from "@xen-vhost/vmm-sys-util";
 import type { GuestMemoryRegion } from "@xen-vhost/vm-memory";
 import { PrivcmdTransport, type XenTransport } from "@xen-vhost/xen-sys";
 import { XenForeignRegion } from "./foreign-region.js";
+import { XEN_GRANT_DMA_ADDR_OFF, grantRefOf } from "./grant-address.js";
 import { XenGrantRegion, type GrantCacheOptions } from "./grant-region.js";
+
+/** One past the last grant address: 2^63 + (2^32 references << 12). */
+const GRANT_SPACE_END = XEN_GRANT_DMA_ADDR_OFF + (1n << 44n);
 
 /** What vhost-user-backend hands a mapper (its XenRegionDescription). */
 export interface XenRegionRequest {
@@ -53,12 +57,19 @@ export function createXenRegionMapper(options: XenRegionMapperOptions | Record<s
     name: "vm-memory-xen",
     supports: (type, noAdvanceMap) => type === "grant" || (type === "foreign" && !noAdvanceMap),
     map(region) {
-      if (region.memorySize > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`region size ${region.memorySize} is too large`);
-      const size = Number(region.memorySize);
       if (region.type === "foreign") {
         if (region.noAdvanceMap) throw new RangeError("NO_ADVANCE_MAP is only valid with GRANT");
-        return XenForeignRegion.map(get(), region.domid, region.guestPhysAddr, size, { logger: log });
+        if (region.memorySize > BigInt(Number.MAX_SAFE_INTEGER)) throw new RangeError(`foreign region size ${region.memorySize} is larger than 2^53 - 1 bytes`);
+        return XenForeignRegion.map(get(), region.domid, region.guestPhysAddr, Number(region.memorySize), { logger: log });
       }
+      // A grant region may be described up to the end of the 64-bit space (one NO_ADVANCE_MAP region for
+      // all grants, or xen-vhost-frontend's gap regions); grant_ref_t reaches only 2^44 bytes past 2^63,
+      // so the region is the part references can name. grantRefOf refuses a base without bit 63 or past it.
+      const { gref } = grantRefOf(region.guestPhysAddr);
+      const reachable = GRANT_SPACE_END - region.guestPhysAddr;
+      const size = Number(region.memorySize < reachable ? region.memorySize : reachable);
+      if (BigInt(size) < region.memorySize)
+        log.info("grant region clipped to what grant references can name", { gref, described: String(region.memorySize), mapped: size });
       return XenGrantRegion.create(get(), region.domid, region.guestPhysAddr, size, {
         advanceMap: !region.noAdvanceMap, logger: log, ...(o.grantCache ? { cache: o.grantCache } : {}),
       });
