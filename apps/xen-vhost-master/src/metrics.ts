@@ -20,6 +20,13 @@ const HELP: Record<string, string> = {
   interrupts: "interrupts raised in the guest",
   configReads: "config-space reads by the guest",
   errors: "bad guest accesses and backend errors",
+  kicksOffloadedQueues: "queues whose doorbell the kernel completes (their kicks are not in kicks_total)",
+  ioreqsHandled: "ioreqs the guest's IOREQ server answered (all devices)",
+  doorbells: "QueueNotify writes relayed to a backend by the userspace doorbell path (all devices)",
+  spurious: "ioreq events with no request behind them (on Linux >= 6.7 mostly doorbells the kernel completed)",
+  unmapped: "guest accesses to addresses no device holds",
+  badIoreqs: "malformed ioreqs (bad size, rep count, type, vCPU)",
+  handlerErrors: "device handlers that failed",
 };
 
 function escape(v: string): string {
