@@ -1,0 +1,1 @@
+export { relayHarness, GUEST_RAM, type Harness, type HarnessOptions } from "./harness.js";
