@@ -2,69 +2,32 @@
 // INFLIGHT_SHMFD and STATUS. The example ships as source in Debian's dpdk-doc; the test builds it once
 // (needs dpdk-dev, make, a C compiler) into a cache directory and starts it itself.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import { EventFd } from "@xen-vhost/vmm-sys-util";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { GuestMemory } from "@xen-vhost/vm-memory";
 import { DriverQueue } from "@xen-vhost/virtio-queue";
 import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
 import { Frontend, fromCRegion } from "../src/index.js";
+import { hasDpdkVhostBlk, startDpdkVhostBlk, DPDK_BLK_BLOCKS, type DpdkVhostBlk } from "../src/testing/dpdk-blk.js";
+import { BlkDriver, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from "../src/testing/blk-driver.js";
+import { session as driverSession, DATA as SESSION_DATA } from "../src/testing/driver-session.js";
 
-const EXAMPLE = "/usr/share/dpdk/examples/vhost_blk";
-const hasTools = existsSync(EXAMPLE) && spawnSync("sh", ["-c", "pkg-config --exists libdpdk && command -v make && command -v cc"]).status === 0;
 const VIRTIO_F_VERSION_1 = 1n << 32n;
 const F_PROTOCOL_FEATURES = 1n << 30n;
 const QSIZE = 64;
 
-/** Builds the example once per machine (cached by DPDK version) and returns the binary. */
-function buildVhostBlk(): string {
-  const version = spawnSync("pkg-config", ["--modversion", "libdpdk"], { encoding: "utf8" }).stdout.trim();
-  const dir = join(tmpdir(), `xen-vhost-dpdk-vhost-blk-${version}`);
-  const bin = join(dir, "build", "vhost-blk");
-  if (existsSync(bin)) return bin;
-  rmSync(dir, { recursive: true, force: true });
-  cpSync(EXAMPLE, dir, { recursive: true });
-  const r = spawnSync("make", ["-C", dir], { encoding: "utf8" });
-  if (r.status !== 0 || !existsSync(bin)) throw new Error(`building vhost_blk failed: ${r.stderr}`);
-  return bin;
-}
-
-describe.skipIf(!hasTools)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk-dev, make and cc)", () => {
-  let child: ChildProcess;
-  let exited: Promise<void>;
-  let dir: string;
+describe.skipIf(!hasDpdkVhostBlk)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk-dev, make and cc)", () => {
+  let blk: DpdkVhostBlk;
   let socket: string;
   let leaks: ReturnType<typeof fdLeakCheck>;
   const cleanup: (() => void)[] = [];
 
-  let bin: string;
-  let starts = 0;
-  async function start(): Promise<void> {
-    socket = join(dir, "vhost.socket"); // the example always listens on $PWD/vhost.socket
-    rmSync(socket, { force: true });
-    const log = openSync(join(dir, "vhost-blk.log"), "a");
-    child = spawn(bin, ["-l", "1", "--no-huge", "-m", "512", "--no-pci", "--iova-mode=va", `--file-prefix=vublk${process.pid}-${starts++}`], { cwd: dir, stdio: ["ignore", log, log] });
-    closeSync(log);
-    const c = child;
-    exited = new Promise((r) => c.once("exit", () => r()));
-    for (let i = 0; i < 150 && !existsSync(socket) && c.exitCode === null; i++) await new Promise((r) => setTimeout(r, 100));
-    if (!existsSync(socket)) throw new Error(`vhost-blk did not start: ${readFileSync(join(dir, "vhost-blk.log"), "utf8")}`);
-  }
-
   beforeAll(async () => {
-    bin = buildVhostBlk();
-    dir = mkdtempSync(join(tmpdir(), "dpdk-blk-"));
-    await start();
+    blk = await startDpdkVhostBlk();
+    socket = blk.socket;
   }, 180_000);
   afterAll(async () => {
-    if (child && child.exitCode === null) child.kill("SIGTERM");
-    const t = setTimeout(() => child.kill("SIGKILL"), 3000);
-    await exited;
-    clearTimeout(t);
-    rmSync(dir, { recursive: true, force: true });
+    await blk?.stop();
   });
   beforeEach(() => {
     leaks = fdLeakCheck();
@@ -138,9 +101,8 @@ describe.skipIf(!hasTools)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk-dev, m
     expect((await io(s, 1, 16n, 4096, pattern)).status).toBe(0);
     expect((await io(s, 0, 16n, 4096)).data).toEqual(pattern);
     const reconnected = new Promise<void>((r) => s.fe.once("reconnect", r));
-    child.kill("SIGKILL");
-    await exited;
-    await start();
+    await blk.crash();
+    await blk.restart();
     await reconnected;
     expect(s.fe.connected).toBe(true);
     // the RAM disk died with the process; the ring did not: the next request is served in place
@@ -149,4 +111,74 @@ describe.skipIf(!hasTools)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk-dev, m
     // 2 requests before the crash + 2 after: the base given to the new process was the inflight used_idx (2)
     expect(await s.fe.getVringBase(0)).toBe(4);
   }, 60_000);
+
+  it("20,000 blocks written then read back at queue depth 1 and at queue depth 32, every payload checked", async () => {
+    const s = await driverSession(socket, [128], { features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES, memSize: 0x40_0000, inflight: true, driverOk: true });
+    cleanup.push(() => s.close());
+    expect(describeProtocolFeatures(s.fe.protocolFeatures)).toEqual(expect.arrayContaining(["STATUS", "INFLIGHT_SHMFD"]));
+    const ring = s.rings[0]!;
+    const drv = new BlkDriver(s.mem, ring.driver, ring.kick, { base: SESSION_DATA });
+    const N = 20_000;
+    expect(N).toBeLessThan(DPDK_BLK_BLOCKS);
+    const failures: string[] = [];
+    const fail = (what: string) => failures.length < 10 && failures.push(what);
+
+    for (const [pass, depth] of [[1, 1], [2, 32]] as const) {
+      const writeOrder = pass === 1 ? Array.from({ length: N }, (_, i) => i) : shuffled(N, 7);
+      const readOrder = shuffled(N, 11 + pass);
+      let maxInFlight = 0;
+      const track = () => (maxInFlight = Math.max(maxInFlight, ring.driver.inFlight));
+      await drv.run(N, (i) => {
+        track();
+        const b = writeOrder[i]!;
+        return { type: VIRTIO_BLK_T_OUT, sector: BigInt(b) * 8n, len: 4096, data: blockPayload(b, pass) };
+      }, (i, c) => {
+        if (c.status !== 0) fail(`pass ${pass}: write of block ${writeOrder[i]} status ${c.status}`);
+      }, { depth });
+      await drv.run(N, (i) => {
+        track();
+        return { type: VIRTIO_BLK_T_IN, sector: BigInt(readOrder[i]!) * 8n, len: 4096 };
+      }, (i, c) => {
+        const b = readOrder[i]!;
+        if (c.status !== 0) fail(`pass ${pass}: read of block ${b} status ${c.status}`);
+        else if (!Buffer.from(c.data!).equals(blockPayload(b, pass))) fail(`pass ${pass}: block ${b} read back wrong (${Buffer.from(c.data!.subarray(0, 12)).toString("hex")})`);
+      }, { depth });
+      // queue depth really reached: `make` runs with depth - 1 requests already in flight
+      expect(maxInFlight).toBe(depth - 1);
+    }
+    expect(failures).toEqual([]);
+    // every request of the four runs went through the ring: 80,000 avail entries
+    expect(ring.driver.availIdx).toBe((4 * N) & 0xffff);
+  }, 300_000);
 });
+
+/** Block `b`'s content in pass `pass`: "VBLK", u32 block, u32 pass, then xorshift32 words seeded by both. */
+function blockPayload(b: number, pass: number): Buffer {
+  const buf = Buffer.alloc(4096);
+  const w = new Uint32Array(buf.buffer, buf.byteOffset, 1024);
+  w[0] = 0x4b4c4256;
+  w[1] = b;
+  w[2] = pass;
+  let x = (Math.imul(b + 1, 0x9e3779b1) ^ Math.imul(pass, 0x85ebca6b)) >>> 0 || 1;
+  for (let i = 3; i < 1024; i++) {
+    x ^= x << 13;
+    x >>>= 0;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    w[i] = x;
+  }
+  return buf;
+}
+
+/** 0..n-1 in a seeded random order (Fisher-Yates over a small LCG). */
+function shuffled(n: number, seed: number): number[] {
+  const a = Array.from({ length: n }, (_, i) => i);
+  let r = seed >>> 0;
+  for (let i = n - 1; i > 0; i--) {
+    r = (Math.imul(r, 1664525) + 1013904223) >>> 0;
+    const j = r % (i + 1);
+    [a[i], a[j]] = [a[j]!, a[i]!];
+  }
+  return a;
+}

@@ -4,7 +4,7 @@
 import { EventFd } from "@xen-vhost/vmm-sys-util";
 import { GuestMemory } from "@xen-vhost/vm-memory";
 import { DriverQueue, type ChainSpec, type UsedElement } from "@xen-vhost/virtio-queue";
-import { Frontend, type NegotiateOptions, type Negotiated } from "../frontend.js";
+import { Frontend, type FrontendOptions, type NegotiateOptions, type Negotiated } from "../frontend.js";
 
 export interface Ring {
   readonly index: number;
@@ -25,12 +25,25 @@ export interface Session extends Disposable {
   close(): void;
 }
 
-/** Guest memory: 2 MiB at 0; rings from 0x1000 (one page each), data buffers from 0x10_0000. */
+/** Guest memory: 2 MiB at 0 (or `memSize`); rings from 0x1000 (16 KiB each), data buffers from 0x10_0000. */
 export const DATA = 0x10_0000;
 
-export async function session(path: string, queues: readonly number[], options: NegotiateOptions & { eventIdx?: boolean } = {}): Promise<Session> {
-  const fe = await Frontend.connect(path, { retry: { attempts: 400, initialDelayMs: 10, maxDelayMs: 100 } });
-  const mem = GuestMemory.fromRanges([[0, 0x20_0000]]);
+export interface SessionOptions extends NegotiateOptions {
+  /** Use EVENT_IDX when the back-end offers it (default true). */
+  eventIdx?: boolean;
+  /** Guest memory size (default 2 MiB). */
+  memSize?: number;
+  /** GET_INFLIGHT_FD + SET_INFLIGHT_FD before the rings start, when INFLIGHT_SHMFD was negotiated (default false). */
+  inflight?: boolean;
+  /** SET_STATUS(DRIVER_OK) after the rings start, when STATUS was negotiated (default false; DPDK needs it). */
+  driverOk?: boolean;
+  /** Front-end options (reply timeout...). */
+  frontend?: FrontendOptions;
+}
+
+export async function session(path: string, queues: readonly number[], options: SessionOptions = {}): Promise<Session> {
+  const fe = await Frontend.connect(path, { ...options.frontend, retry: { attempts: 400, initialDelayMs: 10, maxDelayMs: 100 } });
+  const mem = GuestMemory.fromRanges([[0, options.memSize ?? 0x20_0000]]);
   const rings: Ring[] = [];
   const close = (): void => {
     fe.close();
@@ -48,6 +61,8 @@ export async function session(path: string, queues: readonly number[], options: 
     }));
     await fe.setMemTable(regions);
     const va = (gpa: bigint): bigint => regions[0]!.userAddr + gpa;
+    if (options.inflight && fe.hasProtocolFeature("INFLIGHT_SHMFD") && queues.length > 0)
+      await fe.setInflightFd(await fe.getInflightFd(queues.length, Math.max(...queues)));
     for (const [i, size] of queues.entries()) {
       const driver = DriverQueue.create<number>(mem, 0x1000 + i * 0x4000, size, { eventIdx, indirectMaxEntries: 4 });
       const ring: Ring = { index: i, driver, kick: new EventFd(), call: new EventFd() };
@@ -57,6 +72,7 @@ export async function session(path: string, queues: readonly number[], options: 
         kick: ring.kick.fd, call: ring.call.fd,
       });
     }
+    if (options.driverOk) await fe.driverOk();
     return {
       fe, mem, negotiated, rings,
       post(ring, chain, token) {
