@@ -5,3 +5,4 @@ export {
   VirtioMmioTransport, DEFAULT_VENDOR_ID,
   type VirtioMmioOptions, type VirtioMmioEvents, type VirtioMmioCounters, type AccessSize,
 } from "./transport.js";
+export { regionsFromShmemConfig, shmRegisterValue, MAX_SHMEM_REGIONS, SHM_NO_REGION, type ShmemPlacement } from "./shared-memory.js";

@@ -5,7 +5,8 @@
 // Every access comes from an untrusted guest: offsets, sizes and values are checked here, a bad access reads
 // as all-ones (a missing device on most buses) or is ignored, is counted, and never throws.
 import { EventEmitter } from "eventemitter3";
-import type { ConfigValue, MaybePromise, QueueConfig, VirtioDevice } from "./device.js";
+import type { ConfigValue, MaybePromise, QueueConfig, SharedMemoryRegion, VirtioDevice } from "./device.js";
+import { shmRegisterValue } from "./shared-memory.js";
 import * as R from "./registers.js";
 import { noopLogger, type Logger } from "@xen-vhost/vmm-sys-util";
 
@@ -22,6 +23,11 @@ export interface VirtioMmioOptions {
    * or undefined. The bridge checks the rings against guest memory here.
    */
   validateQueue?: (queue: QueueConfig) => string | undefined;
+  /**
+   * The shared memory regions the driver sees (SHMSel/SHMLen/SHMBase), overriding the device's own
+   * `sharedMemoryRegions`: the VMM owns guest-physical placement. Return [] to report every ID absent.
+   */
+  sharedMemoryRegions?: () => readonly SharedMemoryRegion[];
   logger?: Logger;
 }
 
@@ -87,6 +93,7 @@ export class VirtioMmioTransport extends EventEmitter<VirtioMmioEvents> {
     reads: 0, writes: 0, notifies: 0, interrupts: 0, configReads: 0, configWrites: 0, badAccesses: 0,
   };
   readonly #validateQueue: ((q: QueueConfig) => string | undefined) | undefined;
+  readonly #shm: (() => readonly SharedMemoryRegion[]) | undefined;
   readonly #log: Logger;
 
   #status = 0;
@@ -108,6 +115,7 @@ export class VirtioMmioTransport extends EventEmitter<VirtioMmioEvents> {
     this.device = device;
     this.vendorId = options.vendorId ?? DEFAULT_VENDOR_ID;
     this.#validateQueue = options.validateQueue;
+    this.#shm = options.sharedMemoryRegions;
     this.#log = options.logger ?? noopLogger;
     this.#queues = Array.from({ length: device.numQueues }, () => this.#freshQueue());
   }
@@ -238,6 +246,14 @@ export class VirtioMmioTransport extends EventEmitter<VirtioMmioEvents> {
     return true;
   }
 
+  /**
+   * 4.2.2: an ID with no region reads as length -1. The transport's option wins over the device (the VMM
+   * decides where, or whether, a backend's regions appear in the guest).
+   */
+  #sharedMemory(): readonly SharedMemoryRegion[] {
+    return this.#shm?.() ?? this.device.sharedMemoryRegions?.() ?? [];
+  }
+
   #queue(): QueueState | undefined {
     return this.#queues[this.#queueSel];
   }
@@ -269,15 +285,13 @@ export class VirtioMmioTransport extends EventEmitter<VirtioMmioEvents> {
       case R.VIRTIO_MMIO_QUEUE_RESET:
         return this.#queue()?.resetDone ? 1 : 0;
       case R.VIRTIO_MMIO_SHM_LEN_LOW:
+        return shmRegisterValue(this.#sharedMemory(), this.#shmSel, "lenLow");
       case R.VIRTIO_MMIO_SHM_LEN_HIGH:
+        return shmRegisterValue(this.#sharedMemory(), this.#shmSel, "lenHigh");
       case R.VIRTIO_MMIO_SHM_BASE_LOW:
-      case R.VIRTIO_MMIO_SHM_BASE_HIGH: {
-        // 4.2.2: a region that does not exist reads as length -1 (all ones).
-        const region = this.device.sharedMemoryRegions?.().find((r) => r.id === this.#shmSel);
-        if (!region) return 0xffffffff;
-        const v = offset <= R.VIRTIO_MMIO_SHM_LEN_HIGH ? region.length : region.base;
-        return offset === R.VIRTIO_MMIO_SHM_LEN_LOW || offset === R.VIRTIO_MMIO_SHM_BASE_LOW ? lo32(v) : hi32(v);
-      }
+        return shmRegisterValue(this.#sharedMemory(), this.#shmSel, "baseLow");
+      case R.VIRTIO_MMIO_SHM_BASE_HIGH:
+        return shmRegisterValue(this.#sharedMemory(), this.#shmSel, "baseHigh");
       default:
         // Write-only and reserved registers: undefined by the spec; read as 0 and count.
         this.#bad(offset, 4, "read of a write-only or reserved register");
