@@ -11,7 +11,7 @@ import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
 import { Frontend, fromCRegion, DEFAULT_PROTOCOL_FEATURES } from "../src/index.js";
 import { hasQsd, startQsd, sectorContent, SECTOR, type Qsd } from "../src/testing/qsd.js";
 import { session as driverSession, DATA as SESSION_DATA } from "../src/testing/driver-session.js";
-import { BlkDriver, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT as BLK_OUT } from "../src/testing/blk-driver.js";
+import { BlkDriver } from "../src/testing/blk-driver.js";
 
 const VIRTIO_F_VERSION_1 = 1n << 32n;
 const F_PROTOCOL_FEATURES = 1n << 30n;
@@ -249,7 +249,7 @@ describe.skipIf(!hasQsd)("qemu-storage-daemon vhost-user-blk with num-queues=4 (
       const k = i >> 1;
       return i % 2 === 0
         ? { type: VIRTIO_BLK_T_IN, sector: ring * PER_RING + k, len: SECTOR }
-        : { type: BLK_OUT, sector: target(ring, k), len: SECTOR, data: pattern(ring, k) };
+        : { type: VIRTIO_BLK_T_OUT, sector: target(ring, k), len: SECTOR, data: pattern(ring, k) };
     }, (i, c) => {
       const k = i >> 1;
       if (c.status !== 0) bad.push(`ring ${ring} request ${i}: status ${c.status}`);
