@@ -2,11 +2,18 @@
 // file (what the guest driver sees) and the vhost-user front-end (what the backend sees). Nothing here is
 // Xen-specific; the bridge gives it guest memory descriptions, an address translation for vring addresses,
 // and optionally the kick/call eventfds of its notifier (Xen ioeventfd/irqfd, or KVM's).
+//
+// Shadow mode (issue 9): a backend without VHOST_USER_PROTOCOL_F_XEN_MMAP cannot map a Xen guest's memory,
+// so it gets memfd shadow memory and shadow rings, and ShadowRings relays between those and the guest's
+// rings (see shadow-rings.ts and @xen-vhost/shadow-virtqueue). `shadow` picks the mode per device.
 import { EventEmitter } from "eventemitter3";
 import { EventFd, FdWatcher, noopLogger, type Logger } from "@xen-vhost/vmm-sys-util";
+import type { GuestMemory } from "@xen-vhost/vm-memory";
 import { bit, VirtioFeature, type ConfigValue, type QueueConfig, type VirtioDevice } from "@xen-vhost/virtio-mmio";
 import { VhostUserError, VhostUserVirtioFeatures, type ProtocolFeatureName } from "@xen-vhost/vhost-user-protocol";
-import type { Frontend, MemoryRegionDescription, Negotiated } from "@xen-vhost/vhost-user-master";
+import { DEFAULT_PROTOCOL_FEATURES, type Frontend, type MemoryRegionDescription, type Negotiated } from "@xen-vhost/vhost-user-master";
+import type { ShadowQueueError } from "@xen-vhost/shadow-virtqueue";
+import { ShadowRings, shadowBackendFeatures, shadowGuestFeatures, type ShadowMode } from "./shadow-rings.js";
 
 export interface VhostUserDeviceOptions {
   /** A connected front-end (client or server mode); the device owns it from now on. */
@@ -37,6 +44,15 @@ export interface VhostUserDeviceOptions {
    * Without it the device creates one, watches it, and emits `used`.
    */
   callEventFd?: (queue: number) => EventFd | undefined;
+  /**
+   * Shadow mode: "never" (default) needs `requireProtocolFeatures` from the backend; "always" relays through
+   * shadow rings; "auto" relays only if the backend lacks one of `requireProtocolFeatures` (XEN_MMAP).
+   */
+  shadow?: ShadowMode;
+  /** The guest's memory, for shadow mode (the relay copies through it). */
+  guestMemory?: () => GuestMemory;
+  /** Shadow buffer pool bytes per queue (default 4 MiB). */
+  shadowPoolBytes?: number;
   logger?: Logger;
 }
 
@@ -47,6 +63,8 @@ export interface VhostUserDeviceEvents {
   configChange: [];
   /** The backend is gone for good (no reconnect): the device needs a reset. */
   failed: [cause: Error];
+  /** Shadow mode: a queue stopped (malformed guest chain, backend broke a ring): the device needs a reset. */
+  broken: [cause: ShadowQueueError];
 }
 
 const F_PROTOCOL = bit(VhostUserVirtioFeatures.VHOST_USER_F_PROTOCOL_FEATURES);
@@ -77,8 +95,11 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
   #config: Uint8Array;
   #running = new Map<number, QueueRuntime>();
   #closed = false;
+  /** Shadow mode was chosen at negotiation. */
+  readonly shadow: boolean;
+  #shadowRings: ShadowRings | undefined;
 
-  private constructor(opts: VhostUserDeviceOptions, negotiated: Negotiated, config: Uint8Array) {
+  private constructor(opts: VhostUserDeviceOptions, negotiated: Negotiated, config: Uint8Array, shadow: boolean) {
     super();
     this.#opts = opts;
     this.#fe = opts.frontend;
@@ -87,7 +108,9 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
     this.deviceId = opts.deviceId;
     // What the driver may accept: the backend's virtio features, minus vhost-user's own bits (protocol
     // features, dirty logging) which mean nothing to a guest, plus VERSION_1 (virtio-mmio v2 is modern only).
-    this.features = (negotiated.offeredFeatures & ~F_PROTOCOL & ~F_LOG_ALL) | bit(VirtioFeature.VERSION_1) | (opts.extraFeatures ?? 0n);
+    this.shadow = shadow;
+    const offered = shadow ? shadowGuestFeatures(negotiated.offeredFeatures) : negotiated.offeredFeatures & ~F_PROTOCOL & ~F_LOG_ALL;
+    this.features = offered | bit(VirtioFeature.VERSION_1) | (opts.extraFeatures ?? 0n);
     this.numQueues = negotiated.queueNum ?? opts.defaultQueues;
     this.#queueMax = opts.queueMaxSize;
     this.configSize = config.length;
@@ -105,10 +128,17 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
    */
   static async create(opts: VhostUserDeviceOptions): Promise<VhostUserDevice> {
     const log = opts.logger ?? noopLogger;
+    const mode = opts.shadow ?? "never";
+    const wanted = opts.requireProtocolFeatures ?? [];
+    if (mode !== "never" && !opts.guestMemory) throw new VhostUserError("InvalidParam", `shadow mode "${mode}" needs the guest's memory (guestMemory)`);
     const negotiated = await opts.frontend.negotiate({
       setFeatures: false,
-      ...(opts.requireProtocolFeatures ? { requireProtocolFeatures: opts.requireProtocolFeatures } : {}),
+      // never: the backend must have them; auto: ack them if offered, else shadow; always: leave them out
+      // (a XEN_MMAP backend told nothing of Xen maps the shadow memfd like any other).
+      ...(mode === "never" && wanted.length ? { requireProtocolFeatures: wanted } : {}),
+      ...(mode === "auto" ? { protocolFeatures: [...DEFAULT_PROTOCOL_FEATURES, ...wanted] } : {}),
     });
+    const shadow = mode === "always" || (mode === "auto" && !wanted.every((f) => opts.frontend.hasProtocolFeature(f)));
     let config: Uint8Array = new Uint8Array(0);
     if (opts.configSize > 0 && opts.frontend.hasProtocolFeature("CONFIG")) {
       config = await readConfig(opts.frontend, opts.configSize, log);
@@ -118,12 +148,18 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
       protocolFeatures: `0x${negotiated.protocolFeatures.toString(16)}`,
       queues: negotiated.queueNum,
       configSize: config.length,
+      mode: shadow ? "shadow" : "direct",
     });
-    return new VhostUserDevice(opts, negotiated, config);
+    return new VhostUserDevice(opts, negotiated, config, shadow);
   }
 
   get frontend(): Frontend {
     return this.#fe;
+  }
+
+  /** Shadow mode's relays while the device runs (undefined in direct mode or before DRIVER_OK). */
+  get shadowRings(): ShadowRings | undefined {
+    return this.#shadowRings;
   }
 
   queueMaxSize(index: number): number {
@@ -168,6 +204,27 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
 
   /** DRIVER_OK: tells the backend the features, the memory and every ring, then starts it. */
   async activate(features: bigint, queues: readonly QueueConfig[]): Promise<void> {
+    if (this.shadow) {
+      this.#shadowRings?.close();
+      const rings = await ShadowRings.start(
+        {
+          frontend: this.#fe,
+          deviceId: this.deviceId,
+          guestMemory: this.#opts.guestMemory!(),
+          ...(this.#opts.shadowPoolBytes !== undefined ? { poolBytes: this.#opts.shadowPoolBytes } : {}),
+          ...(this.#opts.kickEventFd ? { guestKickEventFd: this.#opts.kickEventFd } : {}),
+          logger: this.#log,
+        },
+        features,
+        shadowBackendFeatures(features, this.negotiated.offeredFeatures, F_PROTOCOL),
+        queues,
+      );
+      this.#shadowRings = rings;
+      rings.on("used", (q) => this.emit("used", q));
+      rings.on("broken", (err) => this.emit("broken", err));
+      this.#log.info("device started (shadow rings)", { queues: queues.map((q) => q.index), features: `0x${features.toString(16)}` });
+      return;
+    }
     // The guest's choice, plus the protocol-features bit the session was negotiated with.
     const backendFeatures = features & ~bit(VirtioFeature.ACCESS_PLATFORM) | (this.negotiated.offeredFeatures & F_PROTOCOL);
     await this.#fe.setFeatures(backendFeatures & this.negotiated.offeredFeatures);
@@ -224,6 +281,10 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
 
   /** QueueNotify from the guest (only when no notifier consumed it): kick the backend. */
   notify(queue: number): void {
+    if (this.#shadowRings) {
+      this.#shadowRings.notify(queue);
+      return;
+    }
     const rt = this.#running.get(queue);
     if (!rt) return;
     rt.kick.write(1);
@@ -234,7 +295,7 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
    * state (RESET_DEVICE, else SET_STATUS 0 where STATUS is negotiated).
    */
   async reset(): Promise<void> {
-    const indices = [...this.#running.keys()];
+    const indices = [...this.#running.keys(), ...(this.#shadowRings?.queues ?? [])];
     for (const i of indices) {
       try {
         if (this.#fe.connected) await this.#fe.getVringBase(i);
@@ -243,6 +304,8 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
       }
       this.#stopQueue(i);
     }
+    this.#shadowRings?.close();
+    this.#shadowRings = undefined;
     if (!this.#fe.connected) return;
     if (this.#fe.hasProtocolFeature("RESET_DEVICE")) await this.#fe.resetDevice();
     else if (this.#fe.hasProtocolFeature("STATUS")) await this.#fe.setStatus(0);
@@ -257,6 +320,8 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
     if (this.#closed) return;
     this.#closed = true;
     for (const i of [...this.#running.keys()]) this.#stopQueue(i);
+    this.#shadowRings?.close();
+    this.#shadowRings = undefined;
     this.#fe.close();
   }
 
