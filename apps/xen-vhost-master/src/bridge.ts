@@ -16,6 +16,7 @@ import type { JsonLogger } from "./log.js";
 import type { CounterSource } from "./metrics.js";
 import { QueueDoorbells } from "./queue-doorbells.js";
 import { GuestLiveness } from "./guest-liveness.js";
+import { sharedMemoryRegions } from "./shared-memory.js";
 
 export interface BridgeEvents {
   /** A device's driver set DRIVER_OK and the backend runs. */
@@ -224,7 +225,8 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         for (const [what, addr, len] of parts) if (!guest.memory.checkRange(addr, len)) return `${what} at 0x${addr.toString(16)} is outside guest RAM`;
         return undefined;
       };
-      const mmio = new VirtioMmioTransport(device, { validateQueue, logger: log.child({ module: "virtio-mmio" }) });
+      const shm = await sharedMemoryRegions(frontend, log);
+      const mmio = new VirtioMmioTransport(device, { validateQueue, sharedMemoryRegions: () => shm, logger: log.child({ module: "virtio-mmio" }) });
       const irq = guest.notifier.irqfd({ line: p.irq, trigger: "level" });
       undo.push(() => irq.close());
       const counters = { ioreqs: 0, kicks: 0, interrupts: 0, configReads: 0, errors: 0 };

@@ -111,8 +111,13 @@ describe("guest destroyed without toolstack cleanup", () => {
     // The toolstack's view: xenstored knows the domains (XS_INTRODUCE), and forgets one when it dies.
     const xs = await XenStore.open({ socketPath: sim.xenstorePath! });
     try {
-      await xs.introduce(1, 0, 1);
-      await xs.introduce(2, 0, 1);
+      // A simulator whose xenstored introduces domains itself also fires @releaseDomain itself; with an
+      // older one the test plays xenstored's part (XS_INTRODUCE now, XS_RELEASE once the domain is gone).
+      const simFires = await xs.isDomainIntroduced(1);
+      if (!simFires) {
+        await xs.introduce(1, 0, 1);
+        await xs.introduce(2, 0, 1);
+      }
       sim.xenstoreRead("/local/domain/1/name"); // opens the test's own control connection before the snapshot
       const fds = fdLeakCheck();
       const maps = mappings();
@@ -124,9 +129,11 @@ describe("guest destroyed without toolstack cleanup", () => {
 
       // xl destroy of a wedged guest, and no toolstack left to remove backend/virtio/1/0.
       sim.destroy(1);
-      await xs.release(1); // what xenstored does when the domain dies: @releaseDomain
+      if (!simFires) await xs.release(1); // what xenstored does when the domain dies: @releaseDomain
       await waitFor("guest 1 released", () => bridgeLog.some((l) => l.includes('"guest released"') && l.includes('"domid":1')), 10_000, logs);
-      expect(removed).toEqual([["virtio/1/0", "guest gone: domain no longer exists"]]);
+      expect(removed).toHaveLength(1);
+      expect(removed[0]![0]).toBe("virtio/1/0");
+      expect(removed[0]![1]).toMatch(/^guest gone: domain (no longer exists|is dying)$/);
       // The backend entry the toolstack left behind says Closed; the bridge holds nothing of the guest.
       expect(sim.xenstoreRead("/local/domain/0/backend/virtio/1/0/state")).toBe("6");
       expect(bridgeLog.some((l) => l.includes("ioreq server destroyed") && l.includes('"domid":1'))).toBe(true);
