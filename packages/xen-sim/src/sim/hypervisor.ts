@@ -194,7 +194,8 @@ export class Hypervisor {
 
   #domainInfo(d: Domain): Record<string, unknown> {
     const down = d.dying || d.shutdownReason !== undefined;
-    const running = !d.paused && !down && d.attached > 0;
+    // dom0 is the caller of every hypercall the simulator answers, so one of its vCPUs is running now.
+    const running = !d.paused && !down && (d.attached > 0 || d.domid === DOMID_DOM0);
     // common/domctl.c getdomaininfo: XEN_DOMINF_blocked only while every vCPU is blocked (not paused, not
     // shut down), and `d->shutdown_code << XEN_DOMINF_shutdownshift` always: a live domain's code is
     // SHUTDOWN_CODE_INVALID (~0u), so its flags read 0xffff.... as on the rig.
