@@ -14,6 +14,8 @@ import {
 import { peerFrom, type Peer } from "../transport/evtchn.js";
 import { GrantTable } from "./grants.js";
 import { Vcpu } from "./vcpu.js";
+import { sleepSync } from "./sleep.js";
+import { XenBus } from "./xenbus.js";
 
 export interface GuestInfo {
   domid: number;
@@ -24,11 +26,7 @@ export interface GuestInfo {
   ram: { base: bigint; size: number }[];
 }
 
-/** Sleeps the thread (guests are synchronous). */
-const sleeper = new Int32Array(new SharedArrayBuffer(4));
-export function sleepSync(ms: number): void {
-  Atomics.wait(sleeper, 0, 0, ms);
-}
+export { sleepSync } from "./sleep.js";
 
 export class Guest implements Disposable {
   readonly info: GuestInfo;
@@ -123,6 +121,16 @@ export class Guest implements Disposable {
       sleepSync(nap);
       nap = Math.min(nap * 2, 1);
     }
+  }
+
+  /**
+   * Opens this guest's xenbus: a XenStore connection on which xenstored treats every request as coming from
+   * this domain (its permissions, its relative paths). One per call; the caller closes it.
+   */
+  xenbus(): XenBus {
+    const r = this.rpc.call("guest.xenbus", { domid: this.info.domid });
+    if (r.refused) throw new SimError("InvalidArgument", `xenbus: ${r.refused.code} ${r.refused.message}`);
+    return new XenBus(r.fds[0]!, this.info.domid);
   }
 
   // ---- the guest's own event channels (EVTCHNOP_alloc_unbound / send, 2-level pending bits) ----------------

@@ -2,6 +2,7 @@
 export { Guest, sleepSync, type GuestInfo } from "./guest.js";
 export { Vcpu, type VcpuCounters } from "./vcpu.js";
 export { GrantTable } from "./grants.js";
+export { XenBus, XenBusError, type XenBusWatchEvent } from "./xenbus.js";
 export type { GuestContext, GuestProgram } from "./program.js";
 export type { VirtioTransport, DeviceIdentity } from "./virtio/transport.js";
 export { GuestAllocator } from "./virtio/allocator.js";

@@ -7,8 +7,10 @@
 //    backend/virtio_disk/<domid>/51712/... and waits for the backend to reach state 2 (InitWait).
 //    (/work/shared/xen-rig/README.md section "libxl / xl 4.17", seen on the rig.)
 
-/** Writes one node (as dom0). */
-export type Seed = (path: string, value: string) => void;
+import type { XsPermission } from "@xen-vhost/xen-sys";
+
+/** Writes one node (as dom0), optionally with its permissions (owner first, as XS_SET_PERMS). */
+export type Seed = (path: string, value: string, perms?: XsPermission[]) => void;
 
 export interface VirtioDeviceSpec {
   /** Frontend (guest) domain. */
@@ -27,6 +29,10 @@ export function writeVirtioDevice(seed: Seed, spec: VirtioDeviceSpec): string {
   const be = spec.backendDomid ?? 0;
   const bpath = `/local/domain/${be}/backend/virtio/${spec.domid}/${spec.devid}`;
   const fpath = `/local/domain/${spec.domid}/device/virtio/${spec.devid}`;
+  // libxl_device.c libxl__device_generic_add: the frontend directory is the guest's (backend may read), the
+  // backend directory the backend domain's (guest may read).
+  seed(bpath, "", devicePerms(be, spec.domid));
+  seed(fpath, "", devicePerms(spec.domid, be));
   // libxl_virtio.c libxl__set_xenstore_virtio: irq "%u", base "%#"PRIx64, type, transport "mmio".
   for (const p of [bpath, fpath]) {
     seed(`${p}/irq`, String(spec.irq));
@@ -59,6 +65,8 @@ export function writeVirtioDisk(seed: Seed, spec: VirtioDiskSpec): string {
   const devid = 51712;
   const bpath = `/local/domain/${be}/backend/virtio_disk/${spec.domid}/${devid}`;
   const fpath = `/local/domain/${spec.domid}/device/virtio_disk/${devid}`;
+  seed(bpath, "", devicePerms(be, spec.domid));
+  seed(fpath, "", devicePerms(spec.domid, be));
   const nodes: [string, string][] = [
     ["frontend", fpath], ["frontend-id", String(spec.domid)], ["online", "1"], ["state", "1"],
     ["params", spec.target], ["type", "phy"], ["mode", "w"], ["removable", "0"], ["device-type", "disk"],
@@ -73,9 +81,23 @@ export function writeVirtioDisk(seed: Seed, spec: VirtioDiskSpec): string {
   return bpath;
 }
 
-/** The nodes `xl create` writes for a domain (libxl_create.c), trimmed to what a device model reads. */
+function devicePerms(owner: number, reader: number): XsPermission[] {
+  return [{ domid: owner, perm: "none" }, { domid: reader, perm: "read" }];
+}
+
+/**
+ * The nodes `xl create` writes for a domain (libxl_create.c libxl__domain_make), trimmed to what a device
+ * model and a guest's xenbus use, with libxl's permissions: the domain directory and cpu/memory/device/
+ * control are dom0's and readable by the guest ("roperm"); data, drivers, feature, attr, error and
+ * control/shutdown are the guest's own ("rwperm").
+ */
 export function writeDomain(seed: Seed, domid: number, name: string, uuid: string, vcpus: number, memKiB: number): void {
   const d = `/local/domain/${domid}`;
+  const roperm: XsPermission[] = [{ domid: 0, perm: "none" }, { domid, perm: "read" }];
+  const rwperm: XsPermission[] = [{ domid, perm: "none" }];
+  seed(d, "", roperm);
+  for (const sub of ["cpu", "memory", "device", "control"]) seed(`${d}/${sub}`, "", roperm);
+  for (const sub of ["control/shutdown", "data", "drivers", "feature", "attr", "error"]) seed(`${d}/${sub}`, "", rwperm);
   seed(`${d}/name`, name);
   seed(`${d}/domid`, String(domid));
   seed(`${d}/vm`, `/vm/${uuid}`);

@@ -5,7 +5,6 @@ import { HypervisorError } from "../error.js";
 import { FrameReader, MAX_FDS, sendFrame, type Request, type Response } from "../protocol.js";
 import type { Hypervisor} from "./hypervisor.js";
 import { Client, type Reply } from "./hypervisor.js";
-import type { XenStoreTestServer } from "@xen-vhost/xen-sys/testing";
 
 const FD_METHODS = new Set(["irqfd.assign", "ioeventfd.assign"]);
 
@@ -19,9 +18,11 @@ interface Conn {
 }
 
 export interface SimServerExtras {
-  xenstore?: XenStoreTestServer;
+  xenstore?: { readonly path: string };
   /** Extra methods (control operations of the test harness). */
   methods?: Record<string, Handler>;
+  /** Runs after every request and disconnect (xenstored's domain scan hooks in here). */
+  afterRequest?: () => void;
 }
 
 export class SimServer {
@@ -32,6 +33,7 @@ export class SimServer {
   readonly #conns = new Set<Conn>();
   readonly #methods: Record<string, Handler>;
   readonly #log: Logger;
+  readonly #after: () => void;
   #nextClient = 1;
   #closed = false;
 
@@ -39,6 +41,7 @@ export class SimServer {
     this.hv = hv;
     this.path = path;
     this.#log = logger;
+    this.#after = extras.afterRequest ?? (() => undefined);
     this.#listener = new UnixListener(path).setNonblocking(true);
     const h = hv;
     this.#methods = {
@@ -136,6 +139,7 @@ export class SimServer {
       }
       if (!f) return;
       this.#dispatch(conn, f.message as Request, f.fds);
+      this.#afterSafe();
     }
   }
 
@@ -184,6 +188,15 @@ export class SimServer {
     conn.reader.dispose();
     conn.stream.close();
     this.hv.disconnect(conn.client);
+    this.#afterSafe();
+  }
+
+  #afterSafe(): void {
+    try {
+      this.#after();
+    } catch (err) {
+      this.#log.error("sim: after-request hook threw", { err });
+    }
   }
 
   get connections(): number {
