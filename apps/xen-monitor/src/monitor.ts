@@ -12,13 +12,12 @@ export interface MonitorOptions {
   /** Report running <-> blocked flips (see DiffOptions). */
   scheduling?: boolean;
   /**
-   * How long to wait for the name of a domain seen for the first time, in steps of 50 ms (default 200):
-   * `xl create` writes the name just after the domain exists, and a created line should say who it is.
+   * How long a new domain may stay unreported while XenStore has no name for it (default 3000 ms): `xl create`
+   * writes the name just after the domain exists, and a created line should say who it is. Polls in between
+   * treat the domain as not seen yet; after this it is reported by domid.
    */
   nameWaitMs?: number;
 }
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 export class Monitor {
   readonly #xen: MonitorOptions["xen"];
@@ -26,12 +25,14 @@ export class Monitor {
   readonly #scheduling: boolean;
   readonly #nameWaitMs: number;
   #prev: DomainViews | undefined;
+  /** When each still-unnamed new domain (by UUID) was first seen, in ms since the epoch. */
+  readonly #unnamedSince = new Map<string, number>();
 
   constructor(options: MonitorOptions) {
     this.#xen = options.xen;
     this.#names = options.names ?? noNames;
     this.#scheduling = options.scheduling ?? false;
-    this.#nameWaitMs = options.nameWaitMs ?? 200;
+    this.#nameWaitMs = options.nameWaitMs ?? 3000;
   }
 
   /** The last view (undefined before the first poll). */
@@ -45,25 +46,28 @@ export class Monitor {
     const names = await this.#names.names(infos.map((i) => i.domid));
     const next = new Map(infos.map((i) => [i.domid, viewOf(i, names.get(i.domid))] as const));
     carryNames(this.#prev, next);
-    if (this.#prev !== undefined) await this.#waitForNewNames(next);
     return next;
   }
 
-  async #waitForNewNames(next: Map<number, DomainView>): Promise<void> {
+  /** Holds back new domains without a name (see `nameWaitMs`); they count as unseen until named. */
+  #holdUnnamed(next: Map<number, DomainView>, now: number): void {
     const prev = this.#prev;
-    const unnamed = (): number[] =>
-      [...next.values()].filter((v) => v.name === undefined && prev?.get(v.domid)?.uuid !== v.uuid && !v.dying).map((v) => v.domid);
-    for (let waited = 0; waited < this.#nameWaitMs && unnamed().length > 0 && this.#names !== noNames; waited += 50) {
-      await sleep(50);
-      const got = await this.#names.names(unnamed());
-      for (const [domid, name] of got) next.set(domid, { ...next.get(domid)!, name });
+    const seen = new Set<string>();
+    for (const [domid, v] of next) {
+      if (v.name !== undefined || v.dying || prev?.get(domid)?.uuid === v.uuid) continue;
+      seen.add(v.uuid);
+      const since = this.#unnamedSince.get(v.uuid) ?? now;
+      this.#unnamedSince.set(v.uuid, since);
+      if (now - since < this.#nameWaitMs) next.delete(domid);
     }
+    for (const uuid of this.#unnamedSince.keys()) if (!seen.has(uuid)) this.#unnamedSince.delete(uuid);
   }
 
   /** Polls once: the changes since the last poll, or every domain as "present" on the first. */
   async poll(): Promise<MonitorEvent[]> {
     const next = await this.snapshot();
     const prev = this.#prev;
+    if (prev !== undefined && this.#names !== noNames) this.#holdUnnamed(next, Date.now());
     this.#prev = next;
     return prev === undefined ? initialEvents(next) : diffViews(prev, next, { scheduling: this.#scheduling });
   }
