@@ -43,6 +43,13 @@ export interface VhostUserDevice {
   readonly maxQueueSize: number;
   /** Virtio features the device offers (transport bits included); the framework adds VHOST_USER_F_PROTOCOL_FEATURES. */
   readonly features: bigint;
+  /**
+   * Requests may be handed to the device again after a reconnect or a back-end restart (vhost-user
+   * INFLIGHT_SHMFD): chains popped and not yet used when the connection went away come back from `pop()`
+   * first, in the order they were first popped. Set it when handling a request twice is harmless (reads,
+   * setting a state) or when the device holds requests (event queues) that must not be lost.
+   */
+  readonly inflightTracking?: boolean;
   /** Config space size; with a config space the CONFIG protocol feature is offered. */
   readonly configSize?: number;
   /** Reads `size` bytes of config at `offset` (range already checked against configSize). */

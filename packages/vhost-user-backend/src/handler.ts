@@ -15,11 +15,12 @@ import {
   hasProtocolFeature, messageInfo, protocolFeatureSet, requestName, VHOST_USER_VRING_IDX_MASK, VHOST_USER_VRING_NOFD_MASK,
   type Payload, type ProtocolFeatureName, type VhostUserMessage,
 } from "@xen-vhost/vhost-user-protocol";
-import type { UnixStream } from "@xen-vhost/vmm-sys-util";
+import { close as closeFd, type UnixStream } from "@xen-vhost/vmm-sys-util";
 import type { GuestMemoryRegion } from "@xen-vhost/vm-memory";
 import { BackendRequestChannel } from "./backend-req.js";
 import type { DeviceContext, DeviceVring, VhostUserDevice } from "./device.js";
 import { BackendError, hex } from "./error.js";
+import { InflightArea } from "./inflight.js";
 import { MemoryTable, type XenRegionMapper } from "./memory.js";
 import { Vring } from "./vring.js";
 
@@ -46,6 +47,7 @@ export interface BackendHandlerEvents {
 export function offeredProtocolFeatures(device: VhostUserDevice, xenMapper: XenRegionMapper | undefined): bigint {
   const names: ProtocolFeatureName[] = ["MQ", "REPLY_ACK", "BACKEND_REQ", "CONFIGURE_MEM_SLOTS", "RESET_DEVICE", "STATUS"];
   if (device.configSize !== undefined && device.getConfig) names.push("CONFIG");
+  if (device.inflightTracking) names.push("INFLIGHT_SHMFD");
   if (xenMapper) names.push("XEN_MMAP");
   return protocolFeatureSet(names);
 }
@@ -64,6 +66,7 @@ export class BackendHandler extends EventEmitter<BackendHandlerEvents> implement
   #status = 0;
   #table = MemoryTable.empty();
   #backendReq: BackendRequestChannel | undefined;
+  #inflight: InflightArea | undefined;
   #closed = false;
 
   /** Serves `device` on `stream` (taken over). */
@@ -100,6 +103,11 @@ export class BackendHandler extends EventEmitter<BackendHandlerEvents> implement
 
   get ackedProtocolFeatures(): bigint {
     return this.#ackedProtocol;
+  }
+
+  /** The inflight area (GET/SET_INFLIGHT_FD), if the front-end set one up. */
+  get inflightArea(): InflightArea | undefined {
+    return this.#inflight;
   }
 
   /** The current memory table (empty before SET_MEM_TABLE). */
@@ -328,6 +336,34 @@ export class BackendHandler extends EventEmitter<BackendHandlerEvents> implement
         });
         return;
       }
+      case "GET_INFLIGHT_FD": {
+        const d = p as Extract<Payload, { kind: "inflight" }>;
+        this.#checkInflightCounts(d.numQueues, d.queueSize, name);
+        const { area, fd, description } = InflightArea.allocate(d.numQueues, d.queueSize);
+        try {
+          this.#reply(m, { kind: "inflight", ...description }, [fd]);
+        } catch (err) {
+          area.close();
+          throw err;
+        } finally {
+          closeFd(fd); // sent (the socket holds its own reference until the front-end takes it)
+        }
+        this.#setInflight(area);
+        return;
+      }
+      case "SET_INFLIGHT_FD": {
+        const d = p as Extract<Payload, { kind: "inflight" }>;
+        const fd = m.fds.splice(0)[0]!;
+        let area: InflightArea;
+        try {
+          this.#checkInflightCounts(d.numQueues, d.queueSize, name);
+          area = InflightArea.fromFd(fd, d);
+        } finally {
+          closeFd(fd);
+        }
+        this.#setInflight(area);
+        return;
+      }
       case "SET_STATUS": {
         const v = (p as Extract<Payload, { kind: "u64" }>).value;
         if (v > 0xffn) throw new BackendError("InvalidParam", `SET_STATUS: ${hex(v)} is not a status byte`);
@@ -345,6 +381,21 @@ export class BackendHandler extends EventEmitter<BackendHandlerEvents> implement
         closeMessageFds(m);
         throw new BackendError("NotSupported", `${requestName("frontend", m.request)} is not implemented by this back-end`);
       }
+    }
+  }
+
+  #checkInflightCounts(numQueues: number, queueSize: number, what: string): void {
+    if (numQueues < 1 || numQueues > this.device.numQueues)
+      throw new BackendError("InvalidParam", `${what}: ${numQueues} queues, the device has ${this.device.numQueues}`);
+    if (queueSize < 1 || queueSize > 32768) throw new BackendError("InvalidParam", `${what}: queue size ${queueSize} outside 1..32768`);
+  }
+
+  #setInflight(area: InflightArea): void {
+    this.#inflight?.close();
+    this.#inflight = area;
+    for (const v of this.#vrings) {
+      v.inflight = area.queue(v.index);
+      if (v.started) this.#log.warn(`vring ${v.index}: inflight area set while running; tracking starts when the ring restarts`);
     }
   }
 
@@ -373,6 +424,8 @@ export class BackendHandler extends EventEmitter<BackendHandlerEvents> implement
 
   #reset(): void {
     for (const v of this.#vrings) v.close();
+    // The driver rebuilds its rings after a reset: nothing it had queued is in flight any more.
+    this.#inflight?.clear();
     this.#ackedFeatures = 0n;
     this.#status = 0;
     this.device.reset?.();
@@ -386,6 +439,9 @@ export class BackendHandler extends EventEmitter<BackendHandlerEvents> implement
     this.#backendReq = undefined;
     this.#table.close();
     this.#table = MemoryTable.empty();
+    // The front-end keeps the area (its fd) for the next back-end; our mapping goes.
+    this.#inflight?.close();
+    this.#inflight = undefined;
     try {
       this.device.reset?.();
     } catch (err) {

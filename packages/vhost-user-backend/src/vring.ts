@@ -9,8 +9,10 @@
 import { EventFd, FdWatcher, PollEvents, type Logger } from "@xen-vhost/vmm-sys-util";
 import type { GuestMemory } from "@xen-vhost/vm-memory";
 import { Queue, VirtqueueError, type DescriptorChain } from "@xen-vhost/virtio-queue";
+import { walkChain } from "./chain-walk.js";
 import type { DeviceVring, VhostUserDevice } from "./device.js";
 import { BackendError } from "./error.js";
+import type { InflightQueue } from "./inflight.js";
 import type { MemoryTable } from "./memory.js";
 
 export interface VringAddresses {
@@ -42,6 +44,16 @@ export class Vring implements DeviceVring {
   #popped = 0;
   /** The ring itself is broken (avail idx jumped): stop until the front-end restarts it. */
   #broken = false;
+  /**
+   * The queue's inflight region (INFLIGHT_SHMFD), as the handler last set it; it takes effect when the ring
+   * starts, so every chain the ring hands out while tracked was recorded when fetched.
+   */
+  inflight: InflightQueue | undefined;
+  #tracking: InflightQueue | undefined;
+  /** Inflight heads of a previous back-end or connection, handed out before the avail ring (fetch order). */
+  #resubmit: number[] = [];
+  #descTable = 0n;
+  #indirect = false;
 
   constructor(index: number, device: VhostUserDevice, log: Logger) {
     this.index = index;
@@ -73,7 +85,7 @@ export class Vring implements DeviceVring {
    * Builds the queue over `table` (vring addresses translated from front-end VAs) and starts watching the
    * kick fd. @throws BackendError InvalidVring / AddressTranslation
    */
-  start(table: MemoryTable, opts: { eventIdx: boolean; indirect: boolean; nextUsed?: number }): void {
+  start(table: MemoryTable, opts: { eventIdx: boolean; indirect: boolean; nextUsed?: number; remap?: boolean }): void {
     if (this.#queue) return;
     if (!this.addr) throw new BackendError("InvalidVring", `vring ${this.index}: started before SET_VRING_ADDR`);
     if (this.size === 0) throw new BackendError("InvalidVring", `vring ${this.index}: started before SET_VRING_NUM`);
@@ -90,15 +102,40 @@ export class Vring implements DeviceVring {
       q.nextUsed = opts.nextUsed ?? this.base;
       q.ready = true;
       q.validate();
+      if (!opts.remap) this.#recoverInflight(q);
     } catch (err) {
       if (err instanceof BackendError) throw err;
       throw new BackendError("InvalidVring", `vring ${this.index}: ${(err as Error).message}`, { cause: err });
     }
+    this.#descTable = q.descTable.value;
+    this.#indirect = opts.indirect;
     this.#queue = q;
     this.#memory = table.memory;
     this.#broken = false;
     this.#watchKick();
     if (this.enabled) this.trigger();
+  }
+
+  /**
+   * vhost-user.rst "Inflight I/O tracking", when reconnecting: the used ring's idx is where the driver is;
+   * the chains still marked in flight are resubmitted first, and the avail ring continues after them
+   * (last_avail_idx = used idx + in flight, as libvhost-user's vu_check_queue_inflights), whatever base the
+   * front-end remembered.
+   */
+  #recoverInflight(q: Queue): void {
+    this.#tracking = this.inflight;
+    this.#resubmit = [];
+    const inf = this.#tracking;
+    if (!inf) return;
+    const used = q.usedIdx();
+    const heads = inf.recover(q.size, used);
+    const nextAvail = (used + heads.length) & 0xffff;
+    if (nextAvail !== q.nextAvail || used !== q.nextUsed)
+      this.#log.info(`vring ${this.index}: position taken from the inflight area`, { base: q.nextAvail, nextAvail, usedIdx: used, inflight: heads.length });
+    q.nextUsed = used;
+    q.nextAvail = nextAvail;
+    this.#resubmit = heads;
+    if (heads.length > 0) this.#log.info(`vring ${this.index}: resubmitting ${heads.length} inflight request(s)`, { heads });
   }
 
   #watchKick(): void {
@@ -118,7 +155,7 @@ export class Vring implements DeviceVring {
     this.base = q.nextAvail;
     const nextUsed = q.nextUsed;
     this.#stopQueue();
-    this.start(table, { ...opts, nextUsed });
+    this.start(table, { ...opts, nextUsed, remap: true });
   }
 
   #stopQueue(): void {
@@ -128,12 +165,19 @@ export class Vring implements DeviceVring {
     this.#memory = undefined;
   }
 
+  /** Stopped for good (not a remap): chains not resubmitted yet stay marked in the inflight area. */
+  #forgetInflight(): void {
+    this.#resubmit = [];
+    this.#tracking = undefined;
+  }
+
   /** GET_VRING_BASE: stops the ring and returns the next avail index. */
   stop(): number {
     const q = this.#queue;
     const base = q ? q.nextAvail : this.base;
     const wasStarted = q !== undefined;
     this.#stopQueue();
+    this.#forgetInflight();
     this.kick?.close();
     this.kick = undefined;
     this.base = base;
@@ -222,22 +266,30 @@ export class Vring implements DeviceVring {
   pending(): number {
     const q = this.#queue;
     if (!q || this.#broken) return 0;
-    return (q.availIdx() - q.nextAvail) & 0xffff;
+    return this.#resubmit.length + ((q.availIdx() - q.nextAvail) & 0xffff);
   }
 
   pop(): DescriptorChain | null {
     const q = this.#queue;
     if (!q || this.#broken) return null;
+    const inf = this.#tracking;
     for (;;) {
       try {
-        const c = q.pop() ?? null;
-        if (c) this.#popped++;
+        const resubmitted = this.#resubmit.shift();
+        // Resubmitted chains are still marked in flight (with their old counters): nothing to record.
+        const c = resubmitted !== undefined
+          ? walkChain(q.memory, this.#descTable, q.size, resubmitted, { indirect: this.#indirect })
+          : (q.pop() ?? null);
+        if (c) {
+          this.#popped++;
+          if (inf && resubmitted === undefined) inf.fetched(c.head);
+        }
         return c;
       } catch (err) {
         if (err instanceof VirtqueueError && err.head !== undefined) {
           // One malformed chain: give it back empty so the driver can reclaim it, and go on.
           this.#log.warn(`vring ${this.index}: malformed chain returned unused`, { head: err.head, kind: err.kind, error: err.message });
-          q.addUsed(err.head, 0);
+          this.#putUsed(q, err.head, 0);
           continue;
         }
         throw err;
@@ -248,7 +300,24 @@ export class Vring implements DeviceVring {
   addUsed(head: number, len: number): void {
     const q = this.#queue;
     if (!q) throw new BackendError("InvalidVring", `vring ${this.index} is not running`);
+    const inf = this.#tracking;
+    // With tracking on, every chain the device got is marked: a second completion is a device bug that
+    // would hand the driver a buffer it may already have reused.
+    if (inf && Number.isInteger(head) && head >= 0 && head < q.size && !inf.isInflight(head))
+      throw new BackendError("Device", `vring ${this.index}: chain ${head} is not in flight (completed twice?)`);
+    this.#putUsed(q, head, len);
+  }
+
+  /** The used element, with the inflight bookkeeping around it in the spec's order. */
+  #putUsed(q: Queue, head: number, len: number): void {
+    const inf = this.#tracking;
+    if (!inf || !Number.isInteger(head) || head < 0 || head >= q.size) {
+      q.addUsed(head, len);
+      return;
+    }
+    inf.beforeUsed(head);
     q.addUsed(head, len);
+    inf.afterUsed(head, q.nextUsed);
   }
 
   signalUsedQueue(): void {
@@ -265,6 +334,7 @@ export class Vring implements DeviceVring {
   close(): void {
     const wasStarted = this.#queue !== undefined;
     this.#stopQueue();
+    this.#forgetInflight();
     this.kick?.close();
     this.call?.close();
     this.err?.close();
