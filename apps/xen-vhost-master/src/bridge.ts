@@ -212,6 +212,9 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         memory: () => regions().map(fromCRegion),
         translate: (gpa, len) => guestToUserAddr(regions(), gpa, len),
         requireProtocolFeatures: ["XEN_MMAP"],
+        // Without XEN_MMAP (stock backends) the device relays through shadow rings (shadow-rings.ts).
+        shadow: p.config.shadow,
+        guestMemory: () => guest.memory,
         kickEventFd: (q) => {
           const k = kicks.eventfd(q);
           if (k.created) log.debug("queue doorbell", { queue: q, path: k.kind });
@@ -233,6 +236,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       device.on("used", () => mmio.signalUsedBuffers());
       device.on("configChange", () => mmio.signalConfigChange());
       device.on("failed", (cause) => mmio.setNeedsReset(`backend failed: ${cause.message}`));
+      device.on("broken", (cause) => mmio.setNeedsReset(`shadow queue stopped: ${cause.message}`));
       mmio.on("interrupt", (level) => {
         if (level) {
           counters.interrupts++;

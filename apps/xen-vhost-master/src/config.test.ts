@@ -26,7 +26,7 @@ describe("command line", () => {
     expect(c.discovery).toBe(true);
     expect(c.devices).toEqual([
       { deviceId: 34, domid: undefined, mmioBase: undefined, irq: undefined, socket: "/root/vi2c.sock0", socketMode: "client",
-        memory: "auto", backendCmd: undefined, queueMaxSize: 1024 },
+        memory: "auto", backendCmd: undefined, queueMaxSize: 1024, shadow: "auto" },
     ]);
     expect(c.logLevel).toBe("info");
   });

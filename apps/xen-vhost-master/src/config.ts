@@ -19,6 +19,8 @@ export class ConfigError extends Error {
 export type LogLevel = "debug" | "info" | "warn" | "error";
 export type MemoryMode = "auto" | "foreign" | "grant";
 export type SocketMode = "client" | "server";
+/** Shadow virtqueues (issue 9): auto = only for a backend without XEN_MMAP; always; never. */
+export type ShadowMode = "auto" | "always" | "never";
 
 /** One backend the bridge serves a device from. */
 export interface DeviceConfig {
@@ -42,6 +44,12 @@ export interface DeviceConfig {
   backendCmd: string[] | undefined;
   /** Queue size offered to the driver. */
   queueMaxSize: number;
+  /**
+   * Shadow virtqueues: the backend gets memfd shadow memory and rings and the bridge copies requests
+   * between them and the guest's rings. auto (default): when the backend lacks XEN_MMAP (stock
+   * qemu-storage-daemon, virtiofsd, DPDK); always; never (a backend without XEN_MMAP is refused).
+   */
+  shadow: ShadowMode;
 }
 
 export interface BridgeConfig {
@@ -71,6 +79,8 @@ Seed-compatible (one device):
   --memory MODE          auto (default), foreign or grant
   --backend-cmd CMD      spawn the backend with this command line, restart it if it dies
   --queue-size N         largest queue size offered to the guest (default 1024)
+  --shadow MODE          shadow virtqueues for backends that cannot map Xen guest memory: auto (default:
+                         when the backend lacks XEN_MMAP), always, never
 
 Many devices:
   --config FILE          JSON: { "devices": [ { "name": "i2c", "socket": "/run/i2c.sock", ... } ], ... }
@@ -144,11 +154,12 @@ interface JsonDevice {
   memory?: string;
   backendCmd?: string | string[];
   queueSize?: number;
+  shadow?: string;
 }
 
 function deviceFrom(where: string, d: JsonDevice): DeviceConfig {
   if (typeof d !== "object" || d === null) throw new ConfigError(where, "expected an object");
-  const known = new Set(["name", "domid", "mmioBase", "irq", "socket", "socketMode", "memory", "backendCmd", "queueSize"]);
+  const known = new Set(["name", "domid", "mmioBase", "irq", "socket", "socketMode", "memory", "backendCmd", "queueSize", "shadow"]);
   for (const k of Object.keys(d)) if (!known.has(k)) throw new ConfigError(`${where}.${k}`, "unknown key");
   if (typeof d.socket !== "string" || d.socket.length === 0) throw new ConfigError(`${where}.socket`, "a backend socket path is required");
   const queueMaxSize = int(`${where}.queueSize`, d.queueSize, 1, 32768) ?? 1024;
@@ -163,6 +174,7 @@ function deviceFrom(where: string, d: JsonDevice): DeviceConfig {
     memory: oneOf(`${where}.memory`, d.memory, ["auto", "foreign", "grant"], "auto"),
     backendCmd: splitCommand(`${where}.backendCmd`, d.backendCmd),
     queueMaxSize,
+    shadow: oneOf(`${where}.shadow`, d.shadow, ["auto", "always", "never"], "auto"),
   };
 }
 
@@ -196,6 +208,7 @@ export function parseCommandLine(argv: readonly string[]): BridgeConfig | "help"
         memory: { type: "string" },
         "backend-cmd": { type: "string" },
         "queue-size": { type: "string" },
+        shadow: { type: "string" },
         config: { type: "string" },
         "backend-domid": { type: "string" },
         "log-level": { type: "string" },
@@ -244,6 +257,7 @@ export function parseCommandLine(argv: readonly string[]): BridgeConfig | "help"
     memory: v["foreign-mapping"] ? "foreign" : (v.memory ?? "auto"),
     ...(v["backend-cmd"] !== undefined ? { backendCmd: v["backend-cmd"] } : {}),
     ...(v["queue-size"] !== undefined ? { queueSize: int("--queue-size", v["queue-size"], 1, 32768)! } : {}),
+    ...(v.shadow !== undefined ? { shadow: oneOf("--shadow", v.shadow, ["auto", "always", "never"], "auto") } : {}),
   });
   return finish([device], rest);
 }

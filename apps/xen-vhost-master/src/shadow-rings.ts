@@ -10,8 +10,9 @@ import { ShadowMemory, ShadowQueue, policyFor, type ShadowQueueError, type Shado
 import { bit, VirtioFeature, type QueueConfig } from "@xen-vhost/virtio-mmio";
 import { fromCRegion, type Frontend } from "@xen-vhost/vhost-user-master";
 
-/** Per-device shadow mode choice: auto = shadow only when the backend lacks XEN_MMAP. */
-export type ShadowMode = "auto" | "always" | "never";
+import type { ShadowMode } from "./config.js";
+
+export type { ShadowMode };
 
 const F_INDIRECT = 1n << 28n;
 const F_EVENT_IDX = 1n << 29n;
