@@ -2,7 +2,7 @@
 // own slot of guest memory (struct virtio_blk_outhdr, data, status byte), and reports every completion with its
 // status, the data read and its latency. Completions are found by polling the used ring (busy-polling back-ends
 // such as DPDK do not need to signal the call eventfd for that).
-import type { EventFd } from "@xen-vhost/vmm-sys-util";
+import { FdWatcher, PollEvents, type EventFd } from "@xen-vhost/vmm-sys-util";
 import type { GuestMemory } from "@xen-vhost/vm-memory";
 import type { DriverQueue } from "@xen-vhost/virtio-queue";
 
@@ -36,11 +36,12 @@ export interface BlkRunOptions {
   /** Requests in flight at once (default 1). */
   depth?: number;
   /**
-   * How to wait for completions: "yield" (setImmediate between polls, lets other work run; default) or
-   * "spin" (poll the used ring in a tight loop for up to 200 us before yielding: for busy-polling back-ends,
-   * where a wake-up costs more than the request).
+   * How to wait for completions: "yield" (setImmediate between polls, lets other work run; default), "event"
+   * (sleep on the call eventfd given to the constructor, as a device model would) or "spin" (poll the used ring
+   * in a tight loop for up to 200 us, for busy-polling back-ends where a wake-up costs more than the request;
+   * then sleep on the call eventfd if there is one, so a descheduled back-end gets the CPU, else yield).
    */
-  wait?: "yield" | "spin";
+  wait?: "yield" | "spin" | "event";
   /** Give up after this long without a completion (default 10 s). */
   stallMs?: number;
 }
@@ -50,6 +51,7 @@ export class BlkDriver {
   readonly #mem: GuestMemory;
   readonly #q: DriverQueue<number>;
   readonly #kick: EventFd;
+  readonly #call: EventFd | undefined;
   readonly #base: number;
   readonly #slotSize: number;
   readonly #maxLen: number;
@@ -57,10 +59,11 @@ export class BlkDriver {
   readonly #hdrView = new DataView(this.#hdr.buffer);
 
   /** `maxLen`: the largest data buffer (default 4096); slots are 4 KiB + maxLen, page aligned. */
-  constructor(mem: GuestMemory, queue: DriverQueue<number>, kick: EventFd, options: { base: number; maxLen?: number }) {
+  constructor(mem: GuestMemory, queue: DriverQueue<number>, kick: EventFd, options: { base: number; maxLen?: number; call?: EventFd }) {
     this.#mem = mem;
     this.#q = queue;
     this.#kick = kick;
+    this.#call = options.call;
     this.#base = options.base;
     this.#maxLen = options.maxLen ?? 4096;
     this.#slotSize = 4096 + Math.ceil(this.#maxLen / 4096) * 4096;
@@ -80,6 +83,25 @@ export class BlkDriver {
     if (depth < 1 || depth * 3 > this.#q.size) throw new RangeError(`depth ${depth} needs ${depth * 3} descriptors, the ring has ${this.#q.size}`);
     const spin = options.wait === "spin";
     const stallMs = options.stallMs ?? 10_000;
+    let wake: (() => void) | undefined;
+    let watcher: FdWatcher | undefined;
+    const call = this.#call;
+    if (options.wait === "event" && !call) throw new TypeError('wait "event" needs the call eventfd (constructor option call)');
+    if ((options.wait === "event" || spin) && call) {
+      watcher = new FdWatcher(call.fd, () => {
+        call.read();
+        wake?.();
+      }).start(PollEvents.READABLE);
+    }
+    try {
+      await this.#loop(count, make, done, depth, spin, stallMs, watcher ? () => new Promise<void>((r) => (wake = r)) : undefined);
+    } finally {
+      watcher?.close();
+    }
+  }
+
+  async #loop(count: number, make: (i: number) => BlkRequest, done: (i: number, c: BlkCompletion) => void, depth: number, spin: boolean, stallMs: number,
+    sleep: (() => Promise<void>) | undefined): Promise<void> {
     const free = Array.from({ length: depth }, (_, s) => depth - 1 - s);
     const slotOf = new Map<number, { i: number; req: BlkRequest; t0: number }>();
     let next = 0;
@@ -117,7 +139,12 @@ export class BlkDriver {
       if (harvested > 0) lastProgress = performance.now();
       else {
         if (performance.now() - lastProgress > stallMs) throw new Error(`no completion for ${stallMs} ms: ${finished} of ${count} done, ${slotOf.size} in flight`);
-        await new Promise((r) => setImmediate(r));
+        if (sleep) {
+          // the eventfd counter persists: a completion between the harvest above and this wait still wakes it
+          let t: NodeJS.Timeout | undefined;
+          await Promise.race([sleep(), new Promise<void>((r) => (t = setTimeout(r, 100)))]);
+          clearTimeout(t);
+        } else await new Promise((r) => setImmediate(r));
       }
     }
   }

@@ -1,0 +1,66 @@
+// 4 KiB random reads through this front-end, packages/virtio-queue and packages/vm-memory against two real
+// vhost-user-blk back-ends: qemu-storage-daemon (libvhost-user, kick-driven) and DPDK's examples/vhost_blk
+// (busy-polling RAM disk). Queue depth 1 and 32, N requests each (after a warm-up), IOPS and latency p50/p99.
+// wait=event sleeps on the call eventfd (as a device model does); wait=spin polls the used ring.
+// Prints figures; asserts nothing. The figures depend on what else runs on the machine: compare same-run ratios.
+// Usage: pnpm bench (after pnpm build). Env: N (default 20000), BACKENDS (default "qsd,dpdk").
+import { cpus, loadavg } from "node:os";
+import {
+  session, BlkDriver, VIRTIO_BLK_T_IN, startQsd, hasQsd, startDpdkVhostBlk, hasDpdkVhostBlk, DPDK_BLK_BLOCKS, DATA,
+} from "@xen-vhost/vhost-user-master/testing";
+
+const N = Number(process.env.N ?? 20000);
+const backends = (process.env.BACKENDS ?? "qsd,dpdk").split(",");
+const F = (1n << 32n) | (1n << 30n); // VERSION_1 | PROTOCOL_FEATURES
+
+async function bench(name, socket, blocks, waits) {
+  const s = await session(socket, [128], { features: F, memSize: 0x80_0000, inflight: true, driverOk: true });
+  const ring = s.rings[0];
+  const drv = new BlkDriver(s.mem, ring.driver, ring.kick, { base: DATA, call: ring.call });
+  try {
+    for (const depth of [1, 32]) {
+      for (const wait of waits) {
+        const make = () => ({ type: VIRTIO_BLK_T_IN, sector: Math.floor(Math.random() * blocks) * 8, len: 4096 });
+        let errors = 0;
+        await drv.run(2000, make, (_i, c) => void (errors += c.status !== 0 ? 1 : 0), { depth, wait }); // warm-up
+        const lat = new Float64Array(N);
+        const t0 = performance.now();
+        await drv.run(N, make, (i, c) => {
+          lat[i] = c.latencyMs;
+          if (c.status !== 0) errors++;
+        }, { depth, wait });
+        const secs = (performance.now() - t0) / 1000;
+        lat.sort();
+        const pct = (p) => (lat[Math.floor((N - 1) * p)] * 1000).toFixed(1);
+        console.log(`${name.padEnd(5)} 4KiB randread QD${String(depth).padEnd(2)} wait=${wait.padEnd(5)}: ${String(Math.round(N / secs)).padStart(6)} IOPS  p50 ${pct(0.5).padStart(7)} us  p99 ${pct(0.99).padStart(7)} us  (${N} requests${errors ? `, ${errors} errors` : ""})`);
+      }
+    }
+  } finally {
+    s.close();
+  }
+}
+
+console.log(`vhost-user-blk bench: ${N} random 4 KiB reads per line; ${cpus().length} CPUs, load average ${loadavg().map((l) => l.toFixed(1)).join(" ")}; node ${process.version}`);
+if (backends.includes("qsd")) {
+  if (!hasQsd) console.log("qsd: skipped (needs qemu-storage-daemon)");
+  else {
+    const sectors = 131072; // 64 MiB image
+    const qsd = await startQsd({ sectors });
+    try {
+      await bench("qsd", qsd.socket, sectors / 8, ["event", "spin"]);
+    } finally {
+      await qsd.stop();
+    }
+  }
+}
+if (backends.includes("dpdk")) {
+  if (!hasDpdkVhostBlk) console.log("dpdk: skipped (needs dpdk-doc, dpdk-dev, make, cc)");
+  else {
+    const blk = await startDpdkVhostBlk();
+    try {
+      await bench("dpdk", blk.socket, DPDK_BLK_BLOCKS, ["spin", "event"]);
+    } finally {
+      await blk.stop();
+    }
+  }
+}
