@@ -129,6 +129,10 @@ describe("toolstack lifecycle as getdomaininfolist reports it", () => {
       d3 = list(h, c).find((d) => d.domid === 3)!;
       expect(d3.dying).toBe(true);
       expect(() => h.domain(3)).toThrow(HypervisorError);
+      // getdomaininfo (domctl) still answers for it, as Xen does until the domain is gone
+      const op = encodeDomctl(5, 0x15, 3);
+      h.domctl(c, { op });
+      expect(decodeDomainInfo(h.arch, op, 16)).toMatchObject({ domid: 3, dying: true });
       await new Promise((r) => setTimeout(r, 250));
       expect(list(h, c).map((d) => d.domid)).toEqual([0]);
     } finally {

@@ -267,8 +267,9 @@ export class Hypervisor {
     if (hdr.interface_version !== XEN_RELEASES[this.release].domctl) refuse("EACCES", `domctl interface 0x${hdr.interface_version.toString(16)}`);
     switch (hdr.cmd) {
       case 5: {
-        // XEN_DOMCTL_getdomaininfo: the first domain with domid >= the requested one (common/domctl.c).
-        const d = [...this.domains.values()].filter((x) => x.domid >= hdr.domain && !x.dying).sort((x, y) => x.domid - y.domid)[0];
+        // XEN_DOMCTL_getdomaininfo: the first domain with domid >= the requested one (common/domctl.c walks
+        // the whole domain list, so a dying domain still answers, with XEN_DOMINF_dying).
+        const d = [...this.domains.values()].filter((x) => x.domid >= hdr.domain).sort((x, y) => x.domid - y.domid)[0];
         if (!d) refuse("ESRCH", `no domain >= ${hdr.domain}`);
         xenDomctlGetdomaininfo(this.arch).write(dv(op), XEN_DOMCTL_PAYLOAD_OFFSET, this.#domainInfo(d));
         XenDomctl.write(dv(op), 0, { domain: d.domid });
