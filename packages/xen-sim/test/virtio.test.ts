@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { Xen } from "@xen-vhost/xen-sys";
-import { BlkDevice, GpioDevice, I2cDevice, RngDevice, XenVirtioMmioDevice, startSimulator, type Simulator } from "../src/index.js";
+import { BlkDevice, FsDevice, GpioDevice, I2cDevice, NetDevice, RngDevice, XenVirtioMmioDevice, startSimulator, type Simulator } from "../src/index.js";
 
 const BASE = 0x2000000n;
 const IRQ = 33;
@@ -71,5 +71,31 @@ describe("guest virtio-mmio drivers against a device model on xen-sys (foreign m
     const r = await sim.startGuest({ domid: 1, program: "virtio-gpio", args: { irq: IRQ, line: 5 } }).result;
     expect(r).toEqual({ ngpio: 8, names: Array.from({ length: 8 }, (_, i) => `gpio${i}`), direction: 1, value: 1, refusedOnInput: true });
     expect(gpio!.values[5]).toBe(1);
+  });
+
+  it("sends frames through virtio-net and gets them back on the receive queue (MAC and link from config)", async () => {
+    let net: NetDevice | undefined;
+    using _dev = new XenVirtioMmioDevice(xen, { domid: 1, base: BASE, irq: IRQ, device: (m, s) => (net = new NetDevice(m, s)) });
+    sim.unpause(1);
+    const g = sim.startGuest({ domid: 1, program: "virtio-net", args: { irq: IRQ, frames: 5, length: 100 } });
+    const r = await g.result;
+    expect(r).toMatchObject({ mac: "52:54:00:5e:00:01", tx: 5, rx: 5 });
+    expect(g.logs).toContain("virtio-net: mac 52:54:00:5e:00:01, link up");
+    expect(net!.served).toBe(5);
+    expect(net!.dropped).toBe(0);
+  });
+
+  it("reads a file through virtio-fs: tag from config, FUSE INIT/LOOKUP/OPEN/READ/RELEASE, FORGET on hiprio", async () => {
+    let fs: FsDevice | undefined;
+    const text = "x".repeat(40_000) + "end\n";
+    using _dev = new XenVirtioMmioDevice(xen, { domid: 1, base: BASE, irq: IRQ, device: (m, s) => (fs = new FsDevice(m, s, "simshare", { "notes.txt": text })) });
+    sim.unpause(1);
+    const r = (await sim.startGuest({ domid: 1, program: "virtio-fs", args: { irq: IRQ, path: "notes.txt" } }).result) as { tag: string; fuse: string; content: string };
+    expect(r.tag).toBe("simshare");
+    expect(r.fuse).toBe("7.31");
+    expect(r.content).toBe(text);
+    // INIT, LOOKUP, OPEN, READ x3 (16 KiB chunks) + the empty one, RELEASE, FORGET: every lookup forgotten
+    expect(fs!.opcodes).toEqual([26, 1, 14, 15, 15, 15, 15, 18, 2]);
+    expect(fs!.lookups.size).toBe(0);
   });
 });

@@ -1,5 +1,5 @@
-// Two in-process virtio devices for the demo and the guest kit's tests (virtio 1.2 sections 5.4 and 5.2),
-// on virtio-queue's device-side Queue over guest memory the device model mapped.
+// In-process virtio devices for the demo and the guest kit's tests (virtio 1.2 section 5: rng, blk, i2c,
+// gpio, net, fs), on virtio-queue's device-side Queue over guest memory the device model mapped.
 import { randomFillSync } from "node:crypto";
 import type { GuestMemory } from "@xen-vhost/vm-memory";
 import { Queue } from "@xen-vhost/virtio-queue";
@@ -222,5 +222,199 @@ export class GpioDevice extends QueueDevice {
       }
     }
     return chain.writeAll(out);
+  }
+}
+
+/**
+ * virtio-net (device ID 1, virtio 1.2 section 5.1) as a loopback cable: every frame the driver transmits
+ * (transmitq1) comes back on its receive queue (receiveq1) with a zeroed virtio_net_hdr_v1, as DPDK testpmd's
+ * io forwarding on a looped port does. Offers VIRTIO_NET_F_MAC and VIRTIO_NET_F_STATUS (link up).
+ */
+export class NetDevice extends QueueDevice {
+  readonly deviceId = 1;
+  readonly configSize = 12;
+  override readonly features: bigint = bit(VirtioFeature.VERSION_1) | (1n << 5n) | (1n << 16n);
+  override readonly numQueues: number = 2;
+  readonly mac: Uint8Array;
+  /** Frames transmitted and not yet delivered (no receive buffer was posted). */
+  readonly backlog: Uint8Array[] = [];
+  /** Frames that did not fit the receive buffer they were given. */
+  dropped = 0;
+
+  constructor(mem: GuestMemory, signal: () => void, mac = new Uint8Array([0x52, 0x54, 0x00, 0x5e, 0x00, 0x01])) {
+    super(mem, signal);
+    this.mac = mac;
+  }
+
+  override readConfig(offset: number, size: 1 | 2 | 4 | 8): ConfigValue {
+    // struct virtio_net_config: mac[6], le16 status (VIRTIO_NET_S_LINK_UP), le16 max_virtqueue_pairs.
+    const cfg = new Uint8Array(12);
+    cfg.set(this.mac, 0);
+    cfg[6] = 1;
+    cfg[8] = 1;
+    if (offset + size > cfg.length) return 0;
+    const v = new DataView(cfg.buffer);
+    return size === 1 ? v.getUint8(offset) : size === 2 ? v.getUint16(offset, true) : size === 4 ? v.getUint32(offset, true) : v.getBigUint64(offset, true);
+  }
+
+  override notify(queue: number): void {
+    const tx = this.queues[1];
+    let any = false;
+    if (queue === 1 && tx) {
+      for (let chain = tx.pop(); chain; chain = tx.pop()) {
+        this.backlog.push(chain.readAll());
+        tx.addUsed(chain.head, 0);
+        this.served++;
+        any = true;
+      }
+    }
+    const rx = this.queues[0];
+    while (rx && this.backlog.length > 0) {
+      const chain = rx.pop();
+      if (!chain) break;
+      const frame = this.backlog.shift()!;
+      // The header goes back zeroed (no checksum or GSO information) but for num_buffers = 1: one buffer per
+      // frame (virtio 1.2 5.1.6.4).
+      const out = frame.slice();
+      out.fill(0, 0, 12);
+      out[10] = 1;
+      if (out.length > chain.writableLength) {
+        this.dropped++;
+        rx.addUsed(chain.head, 0);
+      } else {
+        rx.addUsed(chain.head, chain.writeAll(out));
+      }
+      any = true;
+    }
+    if (any) this.signal();
+  }
+
+  protected handle(): number {
+    return 0;
+  }
+}
+
+/**
+ * virtio-fs (device ID 26, virtio 1.2 section 5.11) serving a flat, read-only directory of in-memory files
+ * over FUSE: INIT, LOOKUP, GETATTR, OPEN, READ, RELEASE on the request queue, FORGET on hiprio. Anything
+ * else answers -ENOSYS, as a FUSE server does for an opcode it does not implement.
+ */
+export class FsDevice extends QueueDevice {
+  readonly deviceId = 26;
+  readonly configSize = 40;
+  override readonly numQueues: number = 2;
+  readonly tag: string;
+  readonly #files: { name: string; data: Uint8Array }[];
+  /** Lookup references held by the driver, per nodeid (LOOKUP adds one, FORGET drops nlookup). */
+  readonly lookups = new Map<bigint, bigint>();
+  readonly opcodes: number[] = [];
+
+  constructor(mem: GuestMemory, signal: () => void, tag: string, files: Record<string, string | Uint8Array>) {
+    super(mem, signal);
+    this.tag = tag;
+    this.#files = Object.entries(files).map(([name, d]) => ({ name, data: typeof d === "string" ? new TextEncoder().encode(d) : d }));
+  }
+
+  override readConfig(offset: number, size: 1 | 2 | 4 | 8): ConfigValue {
+    // struct virtio_fs_config: u8 tag[36], le32 num_request_queues.
+    const cfg = new Uint8Array(40);
+    cfg.set(new TextEncoder().encode(this.tag).subarray(0, 36), 0);
+    new DataView(cfg.buffer).setUint32(36, 1, true);
+    if (offset + size > cfg.length) return 0;
+    const v = new DataView(cfg.buffer);
+    return size === 1 ? v.getUint8(offset) : size === 2 ? v.getUint16(offset, true) : size === 4 ? v.getUint32(offset, true) : v.getBigUint64(offset, true);
+  }
+
+  #attr(out: DataView, at: number, nodeid: bigint): void {
+    // struct fuse_attr: ino, size, blocks, atime, mtime, ctime, *nsec, mode, nlink, uid, gid, rdev, blksize.
+    const f = nodeid === 1n ? undefined : this.#files[Number(nodeid) - 2];
+    out.setBigUint64(at, nodeid, true);
+    out.setBigUint64(at + 8, BigInt(f?.data.length ?? 0), true);
+    out.setUint32(at + 60, f ? 0o100444 : 0o40555, true);
+    out.setUint32(at + 64, 1, true);
+    out.setUint32(at + 84, 4096, true);
+  }
+
+  protected handle(chain: NonNullable<ReturnType<Queue["pop"]>>): number {
+    const req = chain.readAll();
+    if (req.length < 40) return 0;
+    const v = new DataView(req.buffer, req.byteOffset, req.byteLength);
+    const opcode = v.getUint32(4, true);
+    const unique = v.getBigUint64(8, true);
+    const nodeid = v.getBigUint64(16, true);
+    const args = req.subarray(40);
+    const av = new DataView(args.buffer, args.byteOffset, args.byteLength);
+    this.opcodes.push(opcode);
+    if (opcode === 2) {
+      // FUSE_FORGET: no reply.
+      const left = (this.lookups.get(nodeid) ?? 0n) - av.getBigUint64(0, true);
+      if (left > 0n) this.lookups.set(nodeid, left);
+      else this.lookups.delete(nodeid);
+      return 0;
+    }
+    let error = 0;
+    let body = new Uint8Array(0);
+    const file = nodeid >= 2n ? this.#files[Number(nodeid) - 2] : undefined;
+    switch (opcode) {
+      case 26: { // INIT -> fuse_init_out
+        body = new Uint8Array(64);
+        const o = new DataView(body.buffer);
+        o.setUint32(0, 7, true);
+        o.setUint32(4, 31, true);
+        o.setUint32(8, av.getUint32(8, true), true);
+        o.setUint32(20, 128 * 1024, true);
+        break;
+      }
+      case 1: { // LOOKUP -> fuse_entry_out
+        const name = new TextDecoder().decode(args.subarray(0, Math.max(0, args.indexOf(0))));
+        const i = this.#files.findIndex((f) => f.name === name);
+        if (nodeid !== 1n || i < 0) {
+          error = -2;
+          break;
+        }
+        const id = BigInt(i + 2);
+        this.lookups.set(id, (this.lookups.get(id) ?? 0n) + 1n);
+        body = new Uint8Array(128);
+        const o = new DataView(body.buffer);
+        o.setBigUint64(0, id, true);
+        this.#attr(o, 40, id);
+        break;
+      }
+      case 3: { // GETATTR -> fuse_attr_out
+        if (nodeid !== 1n && !file) error = -2;
+        else {
+          body = new Uint8Array(104);
+          this.#attr(new DataView(body.buffer), 16, nodeid);
+        }
+        break;
+      }
+      case 14: // OPEN -> fuse_open_out {fh}
+        if (!file) error = nodeid === 1n ? -21 : -2;
+        else {
+          body = new Uint8Array(16);
+          new DataView(body.buffer).setBigUint64(0, nodeid, true);
+        }
+        break;
+      case 15: { // READ
+        if (!file) {
+          error = -9;
+          break;
+        }
+        const off = Number(av.getBigUint64(8, true));
+        body = file.data.slice(off, off + av.getUint32(16, true));
+        break;
+      }
+      case 18: // RELEASE
+        break;
+      default:
+        error = -38;
+    }
+    const out = new Uint8Array(16 + body.length);
+    const o = new DataView(out.buffer);
+    o.setUint32(0, out.length, true);
+    o.setInt32(4, error, true);
+    o.setBigUint64(8, unique, true);
+    out.set(body, 16);
+    return chain.writeAll(out.subarray(0, Math.min(out.length, chain.writableLength)));
   }
 }
