@@ -6,7 +6,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import { rmSync } from "node:fs";
 import { EventEmitter } from "eventemitter3";
-import { UnixListener, UnixStream, close as closeFd, dup, mmap, munmap } from "@xen-vhost/vmm-sys-util";
+import { UnixListener, UnixStream, close as closeFd, dup } from "@xen-vhost/vmm-sys-util";
 import {
   Connection, FrontendReq, VhostUserError, VhostUserHeaderFlag, VhostUserVirtioFeatures, VirtioDeviceStatus,
   ackExpectation, closeMessageFds, configFlagsFor, describeProtocolFeatures, hasProtocolFeature, messageInfo,
@@ -16,6 +16,7 @@ import {
 } from "@xen-vhost/vhost-user-protocol";
 import { BackendRequestChannel, type BackendRequestHandlers, type ShmemMapRequest } from "./backend-channel.js";
 import { GpuSocket, type GpuSocketHandlers } from "./gpu-socket.js";
+import { InflightRegion, type InflightArea } from "./inflight.js";
 import { checkNoOverlap, regionKey, toWireRegion, type MemoryRegionDescription } from "./memory.js";
 import { acceptOne, connectWithRetry, type RetryOptions } from "./socket.js";
 
@@ -122,14 +123,6 @@ export interface Negotiated {
   maxMemSlots?: number;
 }
 
-export interface InflightArea {
-  /** The shared memory fd (owned by the front-end; closed with it). */
-  fd: number;
-  mmapSize: bigint;
-  mmapOffset: bigint;
-  numQueues: number;
-  queueSize: number;
-}
 
 interface VringRecord {
   num?: number;
@@ -473,22 +466,17 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
   }
 
   #readInflightUsedIdx(inf: InflightArea): number[] | undefined {
-    // libvhost-user / QEMU inflight layout (split rings), one region per queue of mmap_size/num_queues:
-    // {u64 features; u16 version; u16 desc_num; u16 last_batch_head; u16 used_idx; desc[]}.
     if (inf.numQueues === 0 || inf.mmapSize === 0n) return undefined;
-    let buf: ArrayBuffer | undefined;
+    let region: InflightRegion | undefined;
     try {
-      buf = mmap(Number(inf.mmapSize), { fd: inf.fd, offset: inf.mmapOffset });
-      const per = Number(inf.mmapSize) / inf.numQueues;
-      const out: number[] = [];
-      const view = new Uint16Array(buf);
-      for (let q = 0; q < inf.numQueues; q++) out.push(view[(q * per + 14) / 2] ?? 0);
-      return out;
+      region = new InflightRegion(inf);
+      const r = region;
+      return Array.from({ length: inf.numQueues }, (_, q) => r.usedIdx(q));
     } catch (err) {
       this.#log.warn("could not read the inflight area", { err: String(err) });
       return undefined;
     } finally {
-      if (buf) munmap(buf);
+      region?.close();
     }
   }
 
@@ -954,7 +942,14 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
 
   // ------------------------------------------------------------------ inflight
 
-  /** GET_INFLIGHT_FD (31): the back-end allocates the inflight area; the front-end keeps the fd for reconnects. */
+  /**
+   * GET_INFLIGHT_FD (31): the back-end allocates the inflight area (a memfd) for `numQueues` rings of
+   * `queueSize`. The front-end keeps the fd (closed with it) and replays it with SET_INFLIGHT_FD after a
+   * reconnect; the returned description shares that fd (borrow it, `dup` to keep it). Call before the rings
+   * start. `mapInflight()` looks inside.
+   * @throws VhostUserError `InactiveFeature` without INFLIGHT_SHMFD; `InvalidMessage` if the reply lacks the fd
+   * or describes an area too small for the rings (split layout: 16 + 16 * queueSize bytes a queue).
+   */
   async getInflightFd(numQueues: number, queueSize: number): Promise<InflightArea> {
     if (!Number.isInteger(numQueues) || numQueues < 1 || numQueues > 0xffff) throw new VhostUserError("InvalidParam", `numQueues ${numQueues}`);
     if (!Number.isInteger(queueSize) || queueSize < 1 || queueSize > 0xffff) throw new VhostUserError("InvalidParam", `queueSize ${queueSize}`);
@@ -963,19 +958,39 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
       if (r) closeMessageFds(r);
       throw new VhostUserError("InvalidMessage", "GET_INFLIGHT_FD: expected an inflight description with one fd");
     }
-    if (this.#inflight) closeFd(this.#inflight.fd);
     const p = r.payload;
+    const minimum = BigInt(numQueues) * BigInt(16 + 16 * queueSize);
+    if (p.mmapSize < minimum || p.numQueues !== numQueues || p.queueSize !== queueSize) {
+      closeMessageFds(r);
+      throw new VhostUserError("InvalidMessage", `GET_INFLIGHT_FD: ${p.mmapSize} bytes for ${p.numQueues} queue(s) of ${p.queueSize}, asked ${numQueues} of ${queueSize} (at least ${minimum} bytes)`);
+    }
+    if (this.#inflight) closeFd(this.#inflight.fd);
     this.#inflight = { fd: r.fds[0]!, mmapSize: p.mmapSize, mmapOffset: p.mmapOffset, numQueues: p.numQueues, queueSize: p.queueSize };
     return { ...this.#inflight };
   }
 
-  /** SET_INFLIGHT_FD (32): hands the inflight area (borrowed fd) to the back-end. */
+  /**
+   * SET_INFLIGHT_FD (32): hands an inflight area to the back-end (`area.fd` is borrowed; the front-end keeps
+   * a dup for replay unless it is the area it already holds). Used after GET_INFLIGHT_FD, and by a new
+   * front-end process that inherited the area of a previous one.
+   */
   async setInflightFd(area: InflightArea): Promise<void> {
     await this.#transact("SET_INFLIGHT_FD", { kind: "inflight", mmapSize: area.mmapSize, mmapOffset: area.mmapOffset, numQueues: area.numQueues, queueSize: area.queueSize }, [area.fd]);
     if (this.#inflight?.fd !== area.fd) {
       if (this.#inflight) closeFd(this.#inflight.fd);
       this.#inflight = { ...area, fd: dup(area.fd) };
     }
+  }
+
+  /** The inflight area the front-end holds (its fd is the front-end's: borrow it), or undefined. */
+  get inflightArea(): InflightArea | undefined {
+    return this.#inflight ? { ...this.#inflight } : undefined;
+  }
+
+  /** A mapping of the inflight area the front-end holds (per-queue used_idx and descriptor states); close it when done. */
+  mapInflight(): InflightRegion {
+    if (!this.#inflight) throw new VhostUserError("InvalidParam", "no inflight area: GET_INFLIGHT_FD or SET_INFLIGHT_FD first");
+    return new InflightRegion(this.#inflight);
   }
 
   // ------------------------------------------------------------------ backend channel and others

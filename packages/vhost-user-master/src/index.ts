@@ -1,7 +1,8 @@
 export {
   Frontend, DEFAULT_PROTOCOL_FEATURES, type FrontendOptions, type FrontendEvents, type VringAddresses, type VringSetup,
-  type NegotiateOptions, type Negotiated, type InflightArea,
+  type NegotiateOptions, type Negotiated,
 } from "./frontend.js";
+export { InflightRegion, QueueRegionSplit, DescStateSplit, type InflightArea } from "./inflight.js";
 export { BackendRequestChannel, type BackendRequestHandlers, type BackendChannelEvents, type ShmemMapRequest } from "./backend-channel.js";
 export { toWireRegion, checkNoOverlap, fromCRegion, type MemoryRegionDescription } from "./memory.js";
 export { connectWithRetry, acceptOne, type RetryOptions } from "./socket.js";

@@ -90,6 +90,13 @@ describe.skipIf(!hasDpdkVhostBlk)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk
     const s = await session();
     expect((await io(s, 1, 8n, 4096, pattern)).status).toBe(0);
     expect((await io(s, 0, 8n, 4096)).data).toEqual(pattern);
+    {
+      // DPDK records its ring in the area the front-end holds: used_idx 2, nothing owed
+      using region = s.fe.mapInflight();
+      expect(region.usedIdx(0)).toBe(2);
+      expect(region.inflightHeads(0)).toEqual([]);
+      expect(region.queue(0).desc_num).toBe(QSIZE);
+    }
     await s.fe.reconnect();
     expect(s.fe.connected).toBe(true);
     expect((await io(s, 0, 8n, 4096)).data).toEqual(pattern);
@@ -149,6 +156,9 @@ describe.skipIf(!hasDpdkVhostBlk)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk
     expect(failures).toEqual([]);
     // every request of the four runs went through the ring: 80,000 avail entries
     expect(ring.driver.availIdx).toBe((4 * N) & 0xffff);
+    using region = s.fe.mapInflight();
+    expect(region.usedIdx(0)).toBe((4 * N) & 0xffff);
+    expect(region.inflightHeads(0)).toEqual([]);
   }, 300_000);
 });
 

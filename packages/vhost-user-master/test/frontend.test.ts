@@ -173,12 +173,51 @@ describe("rings and config", () => {
     await expect(fe.getConfig(12, 8)).rejects.toMatchObject({ kind: "BackendFailure", message: /GET_CONFIG/ });
   });
 
-  it("inflight area: GET_INFLIGHT_FD keeps the fd", async () => {
-    const { fe } = pair();
+  it("inflight area: GET_INFLIGHT_FD keeps the fd; mapInflight shows what the back-end records there", async () => {
+    const { fe, be } = pair();
     await fe.negotiate();
+    expect(() => fe.mapInflight()).toThrow(/no inflight area/);
     const area = await fe.getInflightFd(2, 128);
     expect(area.numQueues).toBe(2);
     expect(area.mmapSize).toBeGreaterThan(0n);
+    expect(fe.inflightArea?.fd).toBe(area.fd);
+    // the back-end's side of the same memfd: queue 1 at mmap_size / 2, libvhost-user's split layout
+    const per = Number(area.mmapSize) / 2;
+    const backendView = mmap(Number(area.mmapSize), { fd: be.kept.get("inflight")! });
+    const v = new DataView(backendView);
+    v.setUint16(per + 8, 1, true); // version
+    v.setUint16(per + 10, 128, true); // desc_num
+    v.setUint16(per + 14, 77, true); // used_idx
+    for (const [head, counter] of [[5, 9n], [3, 8n], [40, 10n]] as const) {
+      v.setUint8(per + 16 + head * 16, 1);
+      v.setBigUint64(per + 16 + head * 16 + 8, counter, true);
+    }
+    using region = fe.mapInflight();
+    expect(region.queue(1)).toEqual({ features: 0n, version: 1, desc_num: 128, last_batch_head: 0, used_idx: 77 });
+    expect(region.usedIdx(0)).toBe(0);
+    expect(region.usedIdx(1)).toBe(77);
+    expect(region.desc(1, 5)).toEqual({ inflight: 1, next: 0, counter: 9n });
+    expect(region.inflightHeads(1)).toEqual([3, 5, 40]); // the order the back-end took them
+    expect(region.inflightHeads(0)).toEqual([]);
+    expect(() => region.usedIdx(2)).toThrow(/queue 2/);
+    munmap(backendView);
+  });
+
+  it("GET_INFLIGHT_FD describing an area too small for the rings is InvalidMessage, its fd closed", async () => {
+    const { fe } = pair({
+      behaviour: (m, api) => {
+        if (m.payload.kind !== "inflight") return false;
+        const fd = memfdCreate("small-inflight");
+        ftruncate(fd, 64);
+        api.reply({ kind: "inflight", mmapSize: 64n, mmapOffset: 0n, numQueues: 1, queueSize: 128 }, [fd]);
+        close(fd);
+        return true;
+      },
+    });
+    await fe.negotiate();
+    await expect(fe.getInflightFd(1, 128)).rejects.toMatchObject({ kind: "InvalidMessage", message: /64 bytes for 1 queue/ });
+    expect(fe.inflightArea).toBeUndefined();
+    expect(fe.connected).toBe(true);
   });
 });
 
