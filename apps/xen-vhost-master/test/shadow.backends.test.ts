@@ -185,14 +185,14 @@ describe.skipIf(!hasTestpmd)("shadow mode: DPDK testpmd net_vhost (needs dpdk-te
     };
     const txBufs = Array.from({ length: 16 }, () => g.alloc(2048));
     for (let n = 0; n < FRAMES; n += 16) {
-      await Promise.all(
-        txBufs.map((b, i) => {
-          if (n + i >= FRAMES) return undefined;
-          const f = frameOf(n + i);
-          mem.write(b, f);
-          return g.submit(1, { readable: [{ addr: b, len: NET_HDR }, { addr: b + BigInt(NET_HDR), len: f.length - NET_HDR }] });
-        }),
-      );
+      const sent: Promise<unknown>[] = [];
+      for (const [i, b] of txBufs.entries()) {
+        if (n + i >= FRAMES) break;
+        const f = frameOf(n + i);
+        mem.write(b, f);
+        sent.push(g.submit(1, { readable: [{ addr: b, len: NET_HDR }, { addr: b + BigInt(NET_HDR), len: f.length - NET_HDR }] }));
+      }
+      await Promise.all(sent);
     }
     const until = Date.now() + 10_000;
     while (received.length < FRAMES && Date.now() < until) await new Promise<void>((r) => ((wake = r), setTimeout(r, 50)));
