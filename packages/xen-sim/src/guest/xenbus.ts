@@ -90,7 +90,13 @@ export class XenBus implements Disposable {
     const reqId = this.#reqId++;
     const bytes = encodeMessage({ type, reqId, txId, payload });
     for (let off = 0; off < bytes.length; ) {
-      const n = this.#stream.send(bytes.subarray(off));
+      let n: number | null;
+      try {
+        n = this.#stream.send(bytes.subarray(off));
+      } catch (err) {
+        // EPIPE/ECONNRESET: xenstored dropped this domain's connection (the domain was released).
+        throw new SimError("Disconnected", `xenbus ${op}: xenstored closed the connection`, { cause: err });
+      }
       if (n === null) {
         sleepSync(0.05);
         continue;
