@@ -512,6 +512,7 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
     const flags = REQ | (ack ? VhostUserHeaderFlag.NEED_REPLY : 0);
     if (!replyExp && !ack) {
       conn.send({ request: id, flags, payload }, fds);
+      this.#log.debug("request", { request: name, answer: "none" });
       return null;
     }
     const expect = replyExp ?? ackExpectation("frontend", id);
@@ -537,8 +538,10 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
       closeMessageFds(reply);
       const status = reply.payload.kind === "u64" ? reply.payload.value : -1n;
       if (status !== 0n) throw new VhostUserError("BackendFailure", `back-end failed ${name}: REPLY_ACK status ${status}`);
+      this.#log.debug("request", { request: name, answer: "ack" });
       return null;
     }
+    this.#log.debug("request", { request: name, answer: "reply" });
     return reply;
   }
 
@@ -586,6 +589,7 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
     await this.#transact("SET_PROTOCOL_FEATURES", { kind: "u64", value: features }, [], { ack: false });
     this.#protocol = features;
     this.#protocolNegotiated = true;
+    this.#log.debug("protocol features", { acked: describeProtocolFeatures(features, this.#opts.quirks) });
     this.#xenMmap = this.hasProtocolFeature("XEN_MMAP");
     this.#conn?.setCodec({ xenMmap: this.#xenMmap });
   }

@@ -7,6 +7,8 @@ import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { GuestMemory } from "@xen-vhost/vm-memory";
 import { DriverQueue } from "@xen-vhost/virtio-queue";
 import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
+import { RequestRecorder } from "../src/testing/request-recorder.js";
+import { expectNoteMatches } from "./exercised.js";
 import { Frontend, fromCRegion } from "../src/index.js";
 import { hasDpdkVhostBlk, startDpdkVhostBlk, DPDK_BLK_BLOCKS, type DpdkVhostBlk } from "../src/testing/dpdk-blk.js";
 import { BlkDriver, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from "../src/testing/blk-driver.js";
@@ -26,8 +28,10 @@ describe.skipIf(!hasDpdkVhostBlk)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk
     blk = await startDpdkVhostBlk();
     socket = blk.socket;
   }, 180_000);
+  const rec = new RequestRecorder();
   afterAll(async () => {
     await blk?.stop();
+    expectNoteMatches("dpdk-vhost-blk", rec);
   });
   beforeEach(() => {
     leaks = fdLeakCheck();
@@ -45,7 +49,7 @@ describe.skipIf(!hasDpdkVhostBlk)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk
   }
 
   async function session(options: Parameters<typeof Frontend.connect>[1] = {}): Promise<Session> {
-    const fe = await Frontend.connect(socket, { timeoutMs: 3000, ...options });
+    const fe = await Frontend.connect(socket, { timeoutMs: 3000, logger: rec, ...options });
     cleanup.push(() => fe.close());
     const n = await fe.negotiate({ features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES });
     expect(describeProtocolFeatures(n.protocolFeatures)).toEqual(expect.arrayContaining(["INFLIGHT_SHMFD", "STATUS", "REPLY_ACK", "CONFIG"]));
@@ -120,7 +124,7 @@ describe.skipIf(!hasDpdkVhostBlk)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk
   }, 60_000);
 
   it("20,000 blocks written then read back at queue depth 1 and at queue depth 32, every payload checked", async () => {
-    const s = await driverSession(socket, [128], { features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES, memSize: 0x40_0000, inflight: true, driverOk: true });
+    const s = await driverSession(socket, [128], { features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES, memSize: 0x40_0000, inflight: true, driverOk: true, frontend: { logger: rec } });
     cleanup.push(() => s.close());
     expect(describeProtocolFeatures(s.fe.protocolFeatures)).toEqual(expect.arrayContaining(["STATUS", "INFLIGHT_SHMFD"]));
     const ring = s.rings[0]!;

@@ -11,6 +11,8 @@ import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { GuestMemory } from "@xen-vhost/vm-memory";
 import { DriverQueue } from "@xen-vhost/virtio-queue";
 import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
+import { RequestRecorder } from "../src/testing/request-recorder.js";
+import { expectNoteMatches } from "./exercised.js";
 import { Frontend, fromCRegion } from "../src/index.js";
 
 const hasTestpmd = spawnSync("sh", ["-c", "command -v dpdk-testpmd"]).status === 0;
@@ -44,10 +46,12 @@ describe.skipIf(!hasTestpmd)("DPDK testpmd net_vhost (needs dpdk-testpmd from th
   let leaks: ReturnType<typeof fdLeakCheck>;
   const cleanup: (() => void)[] = [];
   beforeAll(startTestpmd, 20_000);
+  const rec = new RequestRecorder();
   afterAll(async () => {
     if (child && child.exitCode === null) child.kill("SIGTERM");
     await exited;
     rmSync(dir, { recursive: true, force: true });
+    expectNoteMatches("dpdk-testpmd", rec);
   });
   beforeEach(() => {
     leaks = fdLeakCheck();
@@ -58,7 +62,7 @@ describe.skipIf(!hasTestpmd)("DPDK testpmd net_vhost (needs dpdk-testpmd from th
   });
 
   it("handshake with STATUS; frames echo only after SET_STATUS(DRIVER_OK)", async () => {
-    const fe = await Frontend.connect(socket, { timeoutMs: 3000 });
+    const fe = await Frontend.connect(socket, { timeoutMs: 3000, logger: rec });
     cleanup.push(() => fe.close());
     const n = await fe.negotiate({ features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES });
     expect(describeProtocolFeatures(n.offeredProtocolFeatures)).toEqual(expect.arrayContaining(["MQ", "REPLY_ACK", "STATUS", "BACKEND_REQ"]));

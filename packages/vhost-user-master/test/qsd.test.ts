@@ -8,6 +8,8 @@ import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { GuestMemory } from "@xen-vhost/vm-memory";
 import { DriverQueue } from "@xen-vhost/virtio-queue";
 import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
+import { RequestRecorder } from "../src/testing/request-recorder.js";
+import { expectNoteMatches } from "./exercised.js";
 import { Frontend, fromCRegion, DEFAULT_PROTOCOL_FEATURES } from "../src/index.js";
 import { hasQsd, startQsd, sectorContent, SECTOR, type Qsd } from "../src/testing/qsd.js";
 import { session as driverSession, DATA as SESSION_DATA } from "../src/testing/driver-session.js";
@@ -23,6 +25,10 @@ const VIRTIO_BLK_T_GET_ID = 8;
 const QUEUE_SIZE = 64;
 
 let qsd: Qsd;
+const rec = new RequestRecorder();
+afterAll(() => {
+  if (hasQsd) expectNoteMatches("qsd", rec);
+});
 const cleanup: (() => void)[] = [];
 let leaks: ReturnType<typeof fdLeakCheck>;
 
@@ -42,7 +48,7 @@ describe.skipIf(!hasQsd)("qemu-storage-daemon vhost-user-blk (needs qemu-storage
   });
 
   async function open(options: Parameters<typeof Frontend.connect>[1] = {}): Promise<Frontend> {
-    const fe = await Frontend.connect(qsd.socket, { timeoutMs: 3000, ...options });
+    const fe = await Frontend.connect(qsd.socket, { timeoutMs: 3000, logger: rec, ...options });
     cleanup.push(() => fe.close());
     return fe;
   }
@@ -231,7 +237,7 @@ describe.skipIf(!hasQsd)("qemu-storage-daemon vhost-user-blk with num-queues=4 (
 
   it("GET_QUEUE_NUM = 4, config num_queues = 4, and I/O on all four rings at once", async () => {
     const VIRTIO_BLK_F_MQ = 1n << 12n;
-    const s = await driverSession(mq.socket, [64, 64, 64, 64], { features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES | VIRTIO_BLK_F_MQ, memSize: 0x40_0000 });
+    const s = await driverSession(mq.socket, [64, 64, 64, 64], { features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES | VIRTIO_BLK_F_MQ, memSize: 0x40_0000, frontend: { logger: rec } });
     done.push(() => s.close());
     expect(s.negotiated.queueNum).toBe(4);
     expect(s.negotiated.features & VIRTIO_BLK_F_MQ).toBe(VIRTIO_BLK_F_MQ);
@@ -268,7 +274,7 @@ describe.skipIf(!hasQsd)("qemu-storage-daemon vhost-user-blk with num-queues=4 (
   }, 60_000);
 
   it("INFLIGHT_SHMFD: qemu-storage-daemon 7.2 does not offer it, so GET_INFLIGHT_FD is refused before sending", async () => {
-    const s = await driverSession(mq.socket, [], { features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES });
+    const s = await driverSession(mq.socket, [], { features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES, frontend: { logger: rec } });
     done.push(() => s.close());
     // 7.2's vhost-user-blk export adds only CONFIG to libvhost-user's set (block/export/vhost-user-blk-server.c)
     expect(describeProtocolFeatures(s.negotiated.offeredProtocolFeatures)).not.toContain("INFLIGHT_SHMFD");

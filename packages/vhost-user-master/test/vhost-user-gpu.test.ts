@@ -4,13 +4,15 @@
 // the GPU protocol's own feature exchange), GET_CONFIG, then real virtio-gpu commands through virtio-queue
 // rings: GET_DISPLAY_INFO answered by this front-end, a 2D resource whose pixels come back in an UPDATE, and
 // a cursor move. vhost-user-gpu serves one front-end and exits when it disconnects.
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
+import { RequestRecorder } from "../src/testing/request-recorder.js";
+import { expectNoteMatches } from "./exercised.js";
 import type { GpuSocket} from "../src/index.js";
 import { VIRTIO_GPU_RESP_OK_DISPLAY_INFO, VirtioGpuDisplayOne, DISPLAY_INFO_SIZE, type GpuSocketEvents } from "../src/index.js";
 import { session, DATA, type Session } from "../src/testing/driver-session.js";
@@ -71,6 +73,8 @@ function next<K extends keyof GpuSocketEvents>(gpu: GpuSocket, event: K, ms = 50
 describe.skipIf(!existsSync(GPU))("vhost-user-gpu (needs /usr/lib/qemu/vhost-user-gpu from qemu-system-gui)", () => {
   let leaks: ReturnType<typeof fdLeakCheck>;
   let d: Daemon;
+  const rec = new RequestRecorder();
+  afterAll(() => expectNoteMatches("vhost-user-gpu", rec));
   const cleanup: (() => void)[] = [];
   beforeEach(async () => {
     d = await startGpu();
@@ -101,7 +105,7 @@ describe.skipIf(!existsSync(GPU))("vhost-user-gpu (needs /usr/lib/qemu/vhost-use
   }
 
   it("handshake, GPU_SET_SOCKET and GET_CONFIG; GET_DISPLAY_INFO through the control queue answered on the GPU socket", async () => {
-    const s = await session(d.socket, [64, 64], { features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES });
+    const s = await session(d.socket, [64, 64], { features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES, frontend: { logger: rec } });
     cleanup.push(() => s.close());
     // GET_FEATURES: VERSION_1 and PROTOCOL_FEATURES (0x175000000 from 7.2; EDID is offered from QEMU 8), no VIRGL without --virgl
     expect(s.negotiated.offeredFeatures & (VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES)).toBe(VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES);
@@ -136,7 +140,7 @@ describe.skipIf(!existsSync(GPU))("vhost-user-gpu (needs /usr/lib/qemu/vhost-use
   }, 30_000);
 
   it("2D pipeline: a guest-memory resource's pixels arrive on the GPU socket as SCANOUT + UPDATE; a cursor move as CURSOR_POS", async () => {
-    const s = await session(d.socket, [64, 64], { features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES });
+    const s = await session(d.socket, [64, 64], { features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES, frontend: { logger: rec } });
     cleanup.push(() => s.close());
     const gpu = await s.fe.openGpuSocket();
     cleanup.unshift(() => gpu.close());

@@ -1,7 +1,7 @@
 // Against QEMU 7.2's C virtiofsd (Debian qemu-system-common): handshake, then real FUSE requests through
 // virtio-queue rings (INIT, LOOKUP, OPEN, READ of a file the test wrote). virtiofsd serves one front-end
 // and exits when it disconnects, so each test starts its own.
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
 import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -11,6 +11,8 @@ import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { GuestMemory } from "@xen-vhost/vm-memory";
 import { DriverQueue } from "@xen-vhost/virtio-queue";
 import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
+import { RequestRecorder } from "../src/testing/request-recorder.js";
+import { expectNoteMatches } from "./exercised.js";
 import { Frontend, fromCRegion } from "../src/index.js";
 
 const VIRTIOFSD = "/usr/lib/qemu/virtiofsd";
@@ -45,6 +47,8 @@ async function startVirtiofsd(): Promise<Daemon> {
 describe.skipIf(!canRun)("virtiofsd (needs /usr/lib/qemu/virtiofsd from qemu-system-common, run as root)", () => {
   let leaks: ReturnType<typeof fdLeakCheck>;
   let d: Daemon;
+  const rec = new RequestRecorder();
+  afterAll(() => expectNoteMatches("virtiofsd", rec));
   const cleanup: (() => void)[] = [];
   beforeEach(async () => {
     d = await startVirtiofsd();
@@ -60,7 +64,7 @@ describe.skipIf(!canRun)("virtiofsd (needs /usr/lib/qemu/virtiofsd from qemu-sys
   });
 
   it("handshake, then FUSE INIT / LOOKUP / OPEN / READ of a file through the request queue", async () => {
-    const fe = await Frontend.connect(d.socket, { timeoutMs: 3000 });
+    const fe = await Frontend.connect(d.socket, { timeoutMs: 3000, logger: rec });
     cleanup.push(() => fe.close());
     const n = await fe.negotiate({ features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES });
     expect(n.offeredFeatures & VIRTIO_F_VERSION_1).toBe(VIRTIO_F_VERSION_1);

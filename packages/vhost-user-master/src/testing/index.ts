@@ -6,3 +6,4 @@ export {
   BlkDriver, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT, VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID,
   type BlkRequest, type BlkCompletion, type BlkRunOptions,
 } from "./blk-driver.js";
+export { RequestRecorder } from "./request-recorder.js";
