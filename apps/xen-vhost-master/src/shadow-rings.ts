@@ -156,7 +156,7 @@ export class ShadowRings extends EventEmitter<ShadowRingsEvents> implements Disp
 
   /** QueueNotify that reached the device (no ioeventfd): relay the queue. */
   notify(queue: number): void {
-    this.#rings.get(queue)?.relay.onGuestKick();
+    this.#rings.get(queue)?.relay.scheduleGuestKick();
   }
 
   /** Per-queue relay counters. */

@@ -17,7 +17,7 @@
 // outside shared memory, so a backend cannot make the relay complete a chain twice or free foreign extents.
 import { EventEmitter } from "eventemitter3";
 import { GuestMemoryError, type GuestMemory } from "@xen-vhost/vm-memory";
-import { DriverQueue, Queue, VirtqueueError, type BufferSpec, type Descriptor, type DescriptorChain } from "@xen-vhost/virtio-queue";
+import { DriverQueue, Queue, VirtqueueError, type BufferSpec, type DescriptorChain } from "@xen-vhost/virtio-queue";
 import { noopLogger, type Logger } from "@xen-vhost/vmm-sys-util";
 import { ShadowQueueError } from "./error.js";
 import { ExtentPool, type Extent } from "./pool.js";
@@ -149,6 +149,7 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
   #backendDown = false;
   /** Re-entrancy guard: a completion can resume popping, which must not nest. */
   #busy = false;
+  #kickScheduled = false;
 
   /**
    * @throws ShadowQueueError `InvalidConfig` if the guest ring is invalid (size, alignment, outside guest
@@ -244,6 +245,19 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
     }
     if (e instanceof GuestMemoryError) return new ShadowQueueError("GuestMemory", `queue ${this.index}: guest memory: ${e.message}`, q);
     throw e;
+  }
+
+  /**
+   * A kick from a path that delivers every QueueNotify separately (a trapped MMIO write rather than an
+   * eventfd, which coalesces): relays once per batch, after the current job's other kicks (a microtask).
+   */
+  scheduleGuestKick(): void {
+    if (this.#kickScheduled) return;
+    this.#kickScheduled = true;
+    queueMicrotask(() => {
+      this.#kickScheduled = false;
+      this.onGuestKick();
+    });
   }
 
   /** The guest kicked the queue (QueueNotify): move what it made available to the shadow ring. */
@@ -435,7 +449,7 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
       while (done < d.len && left > 0) {
         const s = segs[seg]!;
         const n = Math.min(d.len - done, s.len - segOff, left);
-        this.#guest.write(addAddr(d, done), this.#shadow.slice(s.addr + segOff, n));
+        this.#guest.write(d.addr < MAX_SAFE ? Number(d.addr) + done : d.addr + BigInt(done), this.#shadow.slice(s.addr + segOff, n));
         done += n;
         left -= n;
         segOff += n;
@@ -508,6 +522,4 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
   }
 }
 
-function addAddr(d: Descriptor, off: number): bigint {
-  return d.addr + BigInt(off);
-}
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER) - 0x1_0000_0000n;
