@@ -21,7 +21,11 @@ ${commonHelp}
                                <chip> <line> <0|1>   (chip = socket index, line = number or name)
 
 Features: VERSION_1, EVENT_IDX, INDIRECT_DESC, NOTIFY_ON_EMPTY, VIRTIO_GPIO_F_IRQ (as rust-vmm: 0x171000001);
-two queues (requests, events); config {ngpio, gpio_names_size}. Protocol features add CONFIG.`;
+two queues (requests, events); config {ngpio, gpio_names_size}. Protocol features: MQ, REPLY_ACK, BACKEND_REQ,
+CONFIGURE_MEM_SLOTS, RESET_DEVICE, STATUS, CONFIG, INFLIGHT_SHMFD, XEN_MMAP with --xen-mapper. Malformed
+requests (bad lengths, unknown types, lines out of range) get VIRTIO_GPIO_STATUS_ERR.
+
+Exit status: 0 after SIGINT/SIGTERM, 1 on a fatal error, 2 for a bad command line.`;
 
 export function parseChipList(list: string): ChipSpec[] {
   const out: ChipSpec[] = [];

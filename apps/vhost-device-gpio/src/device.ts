@@ -45,6 +45,12 @@ export class GpioDevice implements VhostUserDevice {
   readonly maxQueueSize = 256;
   readonly features = VIRTIO_F_VERSION_1 | VIRTIO_F_NOTIFY_ON_EMPTY | VIRTIO_RING_F_INDIRECT_DESC | VIRTIO_RING_F_EVENT_IDX | (1n << BigInt(VIRTIO_GPIO_F_IRQ));
   readonly configSize = VirtioGpioConfig.size;
+  /**
+   * INFLIGHT_SHMFD: request-queue messages set or read line state, so running one twice is harmless; the
+   * event queue's buffers are held until an interrupt by design, and without the area a reconnect would
+   * lose them (and with them the guest's interrupts on those lines until it re-arms them).
+   */
+  readonly inflightTracking = true;
   readonly chip: GpioChip;
   readonly #names: Uint8Array;
   readonly #log: Logger;
@@ -171,6 +177,14 @@ export class GpioDevice implements VhostUserDevice {
     const n = writeBuffers(vring.memory, chain.writable, Uint8Array.of(status));
     vring.addUsed(chain.head, n);
     vring.signalUsedQueue();
+  }
+
+  /**
+   * The connection went away: the held eventq buffers belonged to it (the next front-end resubmits them
+   * from the inflight area); line configuration and latched edges stay for the guest that continues.
+   */
+  disconnected(): void {
+    this.#held.clear();
   }
 
   queueStopped(index: number): void {

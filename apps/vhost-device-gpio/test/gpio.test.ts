@@ -6,6 +6,9 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
+import { UnixStream, close as closeFd, memfdCreate } from "@xen-vhost/vmm-sys-util";
+import { FrontendReq, encodeHeader, encodeMessage } from "@xen-vhost/vhost-user-protocol";
+import { TestFrontend } from "@xen-vhost/vhost-user-backend/testing";
 import { VhostUserDaemon } from "@xen-vhost/vhost-user-backend";
 import {
   GpioDevice, GpioError, SimChip, VIRTIO_GPIO_DIRECTION_IN, VIRTIO_GPIO_DIRECTION_NONE, VIRTIO_GPIO_DIRECTION_OUT, VIRTIO_GPIO_IRQ_TYPE_EDGE_BOTH,
@@ -150,6 +153,45 @@ describe("virtio-gpio over vhost-user with a simulated chip", () => {
   });
 });
 
+describe("reconnect with inflight tracking (INFLIGHT_SHMFD)", () => {
+  it("an eventq buffer held for an interrupt survives a dropped connection with the line's setup, and completes once", async () => {
+    const chip = new SimChip(["led0", "irq1", "irq2"]);
+    const path = join(dir, "gpio.sock0");
+    const d = new VhostUserDaemon(new GpioDevice(chip), { socket: path }).start();
+    cleanup.push(() => d.close());
+    const s = await session(path, [16, 16], { inflight: true, frontend: { reconnect: { attempts: 400, initialDelayMs: 5, maxDelayMs: 50 } } });
+    cleanup.push(() => s.close());
+    expect(s.fe.hasProtocolFeature("INFLIGHT_SHMFD")).toBe(true);
+    for (const line of [1, 2]) {
+      await rq(s, VIRTIO_GPIO_MSG_SET_DIRECTION, line, VIRTIO_GPIO_DIRECTION_IN);
+      await rq(s, VIRTIO_GPIO_MSG_IRQ_TYPE, line, VIRTIO_GPIO_IRQ_TYPE_EDGE_RISING);
+    }
+    // buffer A (line 2) is held; buffer B (line 1), queued after it, completes first: out of order, as
+    // interrupts come. Neither a replay from the old base nor one from the used idx gets this right.
+    const stA = irqBuffer(s, 2, 1);
+    const stB = irqBuffer(s, 1, 2);
+    chip.drive(1, 1);
+    expect((await s.used(1))[0]!.token).toBe(2);
+    expect(s.mem.read(stB, 1)[0]).toBe(1);
+
+    const reconnected = new Promise<void>((r) => s.fe.once("reconnect", r));
+    d.handler!.close();
+    await reconnected;
+    await new Promise((r) => setTimeout(r, 20));
+    expect(s.rings[1]!.driver.harvest()).toEqual([]);
+    // the rising-edge setup survived and A is held again: line 2's edge completes it, and only it
+    chip.drive(2, 1);
+    expect((await s.used(1)).map((u) => u.token)).toEqual([1]);
+    expect(s.mem.read(stA, 1)[0]).toBe(1);
+    chip.drive(1, 0);
+    chip.drive(1, 1); // B is the driver's again: nothing may complete it a second time
+    await new Promise((r) => setTimeout(r, 50));
+    expect(s.rings[1]!.driver.harvest()).toEqual([]);
+    // and the request queue carries on
+    expect((await rq(s, VIRTIO_GPIO_MSG_GET_VALUE, 2)).value).toEqual([1]);
+  });
+});
+
 describe("errors the guest sees", () => {
   it("out-of-range lines, unknown types, bad values and wrong sizes get VIRTIO_GPIO_STATUS_ERR", async () => {
     const s = await open(serve(new SimChip(8)));
@@ -257,5 +299,32 @@ describe("sim control commands", () => {
     expect(simCommand([chip], "0 b 2")).toMatch(/expected/);
     expect(simCommand([chip], "1 b 1")).toMatch(/not a simulated chip/);
     expect(simCommand([chip], "0 5 1")).toMatch(/no line 5/);
+  });
+});
+
+describe("a malformed front-end message", () => {
+  it("closes that connection cleanly (its fds closed) and the daemon serves the next front-end", async () => {
+    const path = serve(new SimChip(4));
+    const hostile: [string, Uint8Array, boolean][] = [
+      // SET_MEM_TABLE announcing one region in a 4-byte body, with an fd
+      ["truncated SET_MEM_TABLE", Uint8Array.of(...encodeHeader({ request: FrontendReq.SET_MEM_TABLE, flags: 1, size: 4 }), 1, 0, 0, 0), true],
+      // a request id no spec defines
+      ["unknown request 999", encodeHeader({ request: 999, flags: 1, size: 0 }), false],
+      // GET_INFLIGHT_FD before INFLIGHT_SHMFD was negotiated
+      ["unnegotiated GET_INFLIGHT_FD", encodeMessage({ request: FrontendReq.GET_INFLIGHT_FD, flags: 1, payload: { kind: "inflight", mmapSize: 0n, mmapOffset: 0n, numQueues: 1, queueSize: 16 } }), false],
+    ];
+    for (const [what, bytes, withFd] of hostile) {
+      const fe = new TestFrontend(UnixStream.connect(path));
+      const fd = memfdCreate("junk");
+      try {
+        fe.conn.sendRaw(bytes, withFd ? [fd] : []);
+      } finally {
+        closeFd(fd);
+      }
+      expect((await fe.whenClosed())?.kind, what).toBe("Disconnected");
+      fe.close();
+    }
+    const s = await open(path);
+    expect((await rq(s, VIRTIO_GPIO_MSG_GET_VALUE, 1)).status).toBe(0);
   });
 });

@@ -22,9 +22,15 @@ ${commonHelp}
                              simulated types: rtc (= ds1338: BCD time from the host clock, writable),
                              eeprom (= 24c02: 256 bytes, 8-byte pages); addresses decimal or 0x-hex, 7-bit
                              e.g. -l 1:32:0x50   -l sim:rtc@0x20,eeprom@0x50
+      --no-inflight          do not offer INFLIGHT_SHMFD (a daemon killed inside a transfer then loses it
+                             instead of running it again after the restart)
 
 All sockets share the adapters. Features: VERSION_1, EVENT_IDX, INDIRECT_DESC, NOTIFY_ON_EMPTY,
-VIRTIO_I2C_F_ZERO_LENGTH_REQUEST (as rust-vmm: 0x171000001).`;
+VIRTIO_I2C_F_ZERO_LENGTH_REQUEST (as rust-vmm: 0x171000001). Protocol features: MQ, REPLY_ACK, BACKEND_REQ,
+CONFIGURE_MEM_SLOTS, RESET_DEVICE, STATUS, INFLIGHT_SHMFD (unless --no-inflight), XEN_MMAP with --xen-mapper.
+Malformed requests (bad lengths, unknown flags, addresses not served) get VIRTIO_I2C_MSG_ERR.
+
+Exit status: 0 after SIGINT/SIGTERM, 1 on a fatal error, 2 for a bad command line.`;
 
 function addr(text: string, where: string): number {
   const a = parseNumber(text, `${where}: address`);
@@ -80,18 +86,20 @@ export function parseDeviceList(list: string): AdapterSpec[] {
 export interface I2cArgs {
   common: CommonArgs;
   adapters: AdapterSpec[];
+  /** Offer INFLIGHT_SHMFD (default true; --no-inflight). */
+  inflight: boolean;
   help: boolean;
 }
 
 export function parse(argv: readonly string[]): I2cArgs {
   let values;
   try {
-    ({ values } = parseArgs({ args: [...argv], options: { ...commonOptions, "device-list": { type: "string", short: "l" } }, strict: true }));
+    ({ values } = parseArgs({ args: [...argv], options: { ...commonOptions, "device-list": { type: "string", short: "l" }, "no-inflight": { type: "boolean", default: false } }, strict: true }));
   } catch (err) {
     throw new UsageError((err as Error).message);
   }
-  if (values.help) return { common: undefined as never, adapters: [], help: true };
+  if (values.help) return { common: undefined as never, adapters: [], inflight: true, help: true };
   const common = commonArgs(values);
   if (!values["device-list"]) throw new UsageError("--device-list is required");
-  return { common, adapters: parseDeviceList(values["device-list"]), help: false };
+  return { common, adapters: parseDeviceList(values["device-list"]), inflight: !values["no-inflight"], help: false };
 }

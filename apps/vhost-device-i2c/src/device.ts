@@ -52,14 +52,24 @@ export class I2cDevice implements VhostUserDevice {
   readonly maxQueueSize = 1024;
   readonly features = VIRTIO_F_VERSION_1 | VIRTIO_F_NOTIFY_ON_EMPTY | VIRTIO_RING_F_INDIRECT_DESC | VIRTIO_RING_F_EVENT_IDX |
     (1n << BigInt(VIRTIO_I2C_F_ZERO_LENGTH_REQUEST));
+  /**
+   * INFLIGHT_SHMFD. Every request is answered within the handler run that popped it (transfers are
+   * synchronous), so a dropped connection never leaves one in flight and completed transfers are never
+   * repeated (the ring continues from the used idx). Only a daemon killed inside a transfer leaves one,
+   * which the next daemon runs again: at-least-once for that transfer, where the alternative is a guest
+   * driver waiting forever for its completion. Real hardware whose registers must not see a transfer twice
+   * (FIFOs, command registers) can turn it off with --no-inflight.
+   */
+  readonly inflightTracking: boolean;
   readonly #byAddr = new Map<number, I2cAdapter>();
   readonly #log: Logger;
   #zeroLength = true;
   /** Requests answered OK / ERR, for tests and logs. */
   readonly stats = { ok: 0, err: 0 };
 
-  constructor(adapters: readonly I2cAdapter[], options: { logger?: Logger } = {}) {
+  constructor(adapters: readonly I2cAdapter[], options: { logger?: Logger; inflight?: boolean } = {}) {
     this.#log = options.logger ?? noopLogger;
+    this.inflightTracking = options.inflight ?? true;
     for (const a of adapters)
       for (const addr of a.addresses) {
         if (this.#byAddr.has(addr)) throw new I2cError("InvalidSpec", `address 0x${addr.toString(16)} is on two adapters`);

@@ -14,7 +14,7 @@ async function main(argv: readonly string[]): Promise<number> {
   const adapters = openAdapters(args.adapters);
   let running;
   try {
-    running = await runDaemons("vhost-device-i2c", args.common, () => new I2cDevice(adapters));
+    running = await runDaemons("vhost-device-i2c", args.common, () => new I2cDevice(adapters, { inflight: args.inflight }));
   } catch (err) {
     for (const a of adapters) a.close();
     throw err;

@@ -6,10 +6,13 @@ import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
-import { VhostUserDaemon } from "@xen-vhost/vhost-user-backend";
+import { UnixStream, close as closeFd, memfdCreate } from "@xen-vhost/vmm-sys-util";
+import { FrontendReq, encodeHeader, encodeMessage } from "@xen-vhost/vhost-user-protocol";
+import { TestFrontend } from "@xen-vhost/vhost-user-backend/testing";
+import { VhostUserDaemon, offeredProtocolFeatures } from "@xen-vhost/vhost-user-backend";
 import type { ChainSpec } from "@xen-vhost/virtio-queue";
 import {
-  I2cDevice, I2cError, SimAdapter, Ds1338Rtc, At24c02Eeprom, VIRTIO_I2C_FLAGS_FAIL_NEXT, VIRTIO_I2C_FLAGS_M_RD, VirtioI2cOutHdr, openAdapters, parseDeviceList,
+  I2cDevice, I2cError, SimAdapter, Ds1338Rtc, At24c02Eeprom, VIRTIO_I2C_FLAGS_FAIL_NEXT, VIRTIO_I2C_FLAGS_M_RD, VirtioI2cOutHdr, openAdapters, parse, parseDeviceList,
   type SimI2cDevice,
 } from "../src/index.js";
 import { DATA, session, type Session } from "@xen-vhost/vhost-user-master/testing";
@@ -209,6 +212,15 @@ describe("adapter list and host adapters", () => {
     expect(() => parseDeviceList("1")).toThrow(/<bus>:<addr>/);
   });
 
+  it("offers INFLIGHT_SHMFD unless --no-inflight", () => {
+    const bit = 1n << 12n; // VHOST_USER_PROTOCOL_F_INFLIGHT_SHMFD
+    expect(parse(["-s", "/tmp/x", "-l", "sim:rtc@0x20"]).inflight).toBe(true);
+    const off = parse(["-s", "/tmp/x", "-l", "sim:rtc@0x20", "--no-inflight"]);
+    expect(off.inflight).toBe(false);
+    expect(offeredProtocolFeatures(new I2cDevice([]), undefined) & bit).toBe(bit);
+    expect(offeredProtocolFeatures(new I2cDevice([], { inflight: off.inflight }), undefined) & bit).toBe(0n);
+  });
+
   it("a missing /dev/i2c-N is an AdapterMissing error naming the node, and nothing stays open", () => {
     let bus = 250;
     while (existsSync(`/dev/i2c-${bus}`)) bus++;
@@ -257,4 +269,31 @@ describe("the built daemon", () => {
       await new Promise((r) => child.once("exit", r));
     }
   }, 60_000);
+});
+
+describe("a malformed front-end message", () => {
+  it("closes that connection cleanly (its fds closed) and the daemon serves the next front-end", async () => {
+    const path = serve([[0x50, new At24c02Eeprom()]]);
+    const hostile: [string, Uint8Array, boolean][] = [
+      // SET_MEM_TABLE announcing one region in a 4-byte body, with an fd
+      ["truncated SET_MEM_TABLE", Uint8Array.of(...encodeHeader({ request: FrontendReq.SET_MEM_TABLE, flags: 1, size: 4 }), 1, 0, 0, 0), true],
+      // a request id no spec defines
+      ["unknown request 999", encodeHeader({ request: 999, flags: 1, size: 0 }), false],
+      // GET_INFLIGHT_FD before INFLIGHT_SHMFD was negotiated
+      ["unnegotiated GET_INFLIGHT_FD", encodeMessage({ request: FrontendReq.GET_INFLIGHT_FD, flags: 1, payload: { kind: "inflight", mmapSize: 0n, mmapOffset: 0n, numQueues: 1, queueSize: 16 } }), false],
+    ];
+    for (const [what, bytes, withFd] of hostile) {
+      const fe = new TestFrontend(UnixStream.connect(path));
+      const fd = memfdCreate("junk");
+      try {
+        fe.conn.sendRaw(bytes, withFd ? [fd] : []);
+      } finally {
+        closeFd(fd);
+      }
+      expect((await fe.whenClosed())?.kind, what).toBe("Disconnected");
+      fe.close();
+    }
+    const s = await open(path);
+    expect((await transfer(s, [{ addr: 0x50, read: 1 }]))[0]!.status).toBe(0);
+  });
 });

@@ -13,7 +13,9 @@ ${commonHelp}
   -f, --filename <FILE>      entropy source [default: the kernel CSPRNG via getrandom(2)]
 
 Each socket serves one device. Protocol features offered: MQ, REPLY_ACK, BACKEND_REQ, CONFIGURE_MEM_SLOTS,
-RESET_DEVICE, STATUS, and XEN_MMAP when --xen-mapper is given.`;
+RESET_DEVICE, STATUS, INFLIGHT_SHMFD, and XEN_MMAP when --xen-mapper is given.
+
+Exit status: 0 after SIGINT/SIGTERM, 1 on a fatal error, 2 for a bad command line.`;
 
 export interface RngArgs {
   common: CommonArgs;

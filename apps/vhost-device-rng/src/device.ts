@@ -55,6 +55,11 @@ export class RngDevice implements VhostUserDevice, Disposable {
   readonly numQueues = 1;
   readonly maxQueueSize = 1024;
   readonly features = VIRTIO_F_VERSION_1 | VIRTIO_F_NOTIFY_ON_EMPTY | VIRTIO_RING_F_INDIRECT_DESC | VIRTIO_RING_F_EVENT_IDX;
+  /**
+   * INFLIGHT_SHMFD: filling a buffer again with fresh random bytes is harmless, and with the area a
+   * restarted daemon continues from the used ring instead of a base the front-end may have lost.
+   */
+  readonly inflightTracking = true;
   readonly #source: EntropySource;
   readonly #maxBytes: number;
   readonly #periodMs: number;

@@ -4,6 +4,9 @@ import { mkdtempSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
+import { UnixStream, close as closeFd, memfdCreate } from "@xen-vhost/vmm-sys-util";
+import { FrontendReq, encodeHeader, encodeMessage } from "@xen-vhost/vhost-user-protocol";
+import { TestFrontend } from "@xen-vhost/vhost-user-backend/testing";
 import { VhostUserDaemon } from "@xen-vhost/vhost-user-backend";
 import { RngDevice, parse } from "../src/index.js";
 import { EventFd } from "@xen-vhost/vmm-sys-util";
@@ -198,4 +201,33 @@ describe("one build, KVM-style and Xen front-ends", () => {
       }
     });
   }, 60_000);
+});
+
+describe("a malformed front-end message", () => {
+  it("closes that connection cleanly (its fds closed) and the daemon serves the next front-end", async () => {
+    const path = serve(new RngDevice());
+    const hostile: [string, Uint8Array, boolean][] = [
+      // SET_MEM_TABLE announcing one region in a 4-byte body, with an fd
+      ["truncated SET_MEM_TABLE", Uint8Array.of(...encodeHeader({ request: FrontendReq.SET_MEM_TABLE, flags: 1, size: 4 }), 1, 0, 0, 0), true],
+      // a request id no spec defines
+      ["unknown request 999", encodeHeader({ request: 999, flags: 1, size: 0 }), false],
+      // GET_INFLIGHT_FD before INFLIGHT_SHMFD was negotiated
+      ["unnegotiated GET_INFLIGHT_FD", encodeMessage({ request: FrontendReq.GET_INFLIGHT_FD, flags: 1, payload: { kind: "inflight", mmapSize: 0n, mmapOffset: 0n, numQueues: 1, queueSize: 16 } }), false],
+    ];
+    for (const [what, bytes, withFd] of hostile) {
+      const fe = new TestFrontend(UnixStream.connect(path));
+      const fd = memfdCreate("junk");
+      try {
+        fe.conn.sendRaw(bytes, withFd ? [fd] : []);
+      } finally {
+        closeFd(fd);
+      }
+      expect((await fe.whenClosed())?.kind, what).toBe("Disconnected");
+      fe.close();
+    }
+    const s = await session(path, [8]);
+    cleanup.push(() => s.close());
+    s.post(0, { writable: [{ addr: DATA, len: 16 }] });
+    expect((await s.used(0))[0]!.len).toBe(16);
+  });
 });

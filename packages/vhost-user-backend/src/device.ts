@@ -69,4 +69,11 @@ export interface VhostUserDevice {
   queueStopped?(index: number): void;
   /** The front-end went away or reset the device: back to the initial state. */
   reset?(): void;
+  /**
+   * The connection closed (the front-end went away or was dropped). When present it is called instead of
+   * `reset()`: a device whose requests survive a reconnect (`inflightTracking`) keeps the state the guest
+   * set up (line configuration...) and drops only what belonged to the connection. An explicit reset
+   * (RESET_DEVICE, SET_STATUS 0) still calls `reset()`.
+   */
+  disconnected?(): void;
 }

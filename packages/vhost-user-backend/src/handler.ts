@@ -443,7 +443,8 @@ export class BackendHandler extends EventEmitter<BackendHandlerEvents> implement
     this.#inflight?.close();
     this.#inflight = undefined;
     try {
-      this.device.reset?.();
+      if (this.device.disconnected) this.device.disconnected();
+      else this.device.reset?.();
     } catch (err) {
       this.#log.error(`${this.device.name}: reset failed`, { err: String(err) });
     }
