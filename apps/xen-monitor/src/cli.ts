@@ -11,7 +11,7 @@ export interface MonitorConfig {
   json: boolean;
   /** Write each change to the Xen console (console_io). */
   console: boolean;
-  /** Also report running <-> blocked flips. */
+  /** Also report running / runnable / blocked flips. */
   scheduling: boolean;
   /** Names from XenStore; false skips it (domains show as "domain <id>"). */
   xenstore: boolean;
@@ -22,7 +22,7 @@ export interface MonitorConfig {
 export const USAGE = `Usage: xen-monitor [options]
 
 Polls every domain's state (sysctl getdomaininfolist through /dev/xen/privcmd) and reports each change:
-created, paused/unpaused, running/blocked, shut down with its reason (poweroff, reboot, suspend, crash,
+created, paused/unpaused, running/runnable/blocked, shut down with its reason (poweroff, reboot, suspend, crash,
 watchdog, soft_reset), dying, destroyed, vCPU count and memory changes. Each change is one line on the Xen
 console (console_io hypercall, prefixed "xen-monitor: ") and on stdout. Runs in dom0 as root.
 
@@ -31,7 +31,8 @@ Options:
   --once                print the domain table like \`xl list\` and exit
   --json                JSON lines on stdout ({"time", "type", "domid", "name", ...})
   --no-console          do not write to the Xen console
-  --scheduling          also report running <-> blocked flips (noisy: idle guests flip whenever they wake)
+  --scheduling          also report running / runnable / blocked flips (noisy: guests flip whenever they
+                        wake or sleep)
   --xenstore <path>     xenstored socket for domain names (default: $XENSTORED_PATH, the xenstored socket,
                         then /dev/xen/xenbus)
   --no-xenstore         do not look names up (domains show as "domain <id>")

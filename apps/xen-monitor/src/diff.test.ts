@@ -77,7 +77,8 @@ describe("diffViews", () => {
       expect(find("dying") !== undefined).toBe(n.dying && !p.dying);
       expect(find("shutdown")?.code).toBe(n.shutdownCode !== undefined && n.shutdownCode !== p.shutdownCode ? n.shutdownCode : undefined);
       const [a, b] = [activityOf(p), activityOf(n)];
-      const flip = a !== undefined && b !== undefined && a !== "paused" && b !== "paused";
+      const busy = ["running", "runnable", "blocked"];
+      const flip = busy.includes(a ?? "") && busy.includes(b ?? "");
       const expectState = b !== undefined && a !== b && (scheduling || !flip);
       expect(find("state")).toEqual(expectState ? { type: "state", domid: id, name: n.name, from: a, to: b } : undefined);
       expect(find("created")).toBeUndefined();
@@ -100,6 +101,11 @@ describe("diffViews", () => {
     expect(diffViews(m(), m({ running: true, blocked: false }))).toEqual([]);
     expect(diffViews(m(), m({ running: true, blocked: false }), { scheduling: true })).toEqual([
       { type: "state", domid: 1, name: "monu", from: "blocked", to: "running" },
+    ]);
+    // runnable (neither running nor blocked) is scheduling too, seen on the rig as "------"
+    expect(diffViews(m({ running: true, blocked: false }), m({ blocked: false }))).toEqual([]);
+    expect(diffViews(m({ running: true, blocked: false }), m({ blocked: false }), { scheduling: true })).toEqual([
+      { type: "state", domid: 1, name: "monu", from: "running", to: "runnable" },
     ]);
     expect(diffViews(m(), m({ blocked: false, shutdownCode: 3 }))).toEqual([{ type: "shutdown", domid: 1, name: "monu", code: 3 }]);
     expect(diffViews(m({ blocked: false, shutdownCode: 0 }), m({ blocked: false, shutdownCode: 0, dying: true }))).toEqual([

@@ -1,5 +1,5 @@
 // The heart of the monitor, kept pure: two views of the domain list in, the changes between them out.
-import { activityOf, memMiB, type Activity, type DomainView } from "./view.js";
+import { activityOf, isScheduling, memMiB, type Activity, type DomainView } from "./view.js";
 
 interface Subject {
   domid: number;
@@ -25,8 +25,8 @@ export type MonitorEventType = MonitorEvent["type"];
 
 export interface DiffOptions {
   /**
-   * Report running <-> blocked flips too. Off by default: an idle guest flips whenever it wakes, so these
-   * would flood the console; changes to and from paused are always reported.
+   * Report running / runnable / blocked flips too. Off by default: a guest flips whenever it wakes or
+   * sleeps, so these would flood the console; changes to and from paused are always reported.
    */
   scheduling?: boolean;
 }
@@ -65,7 +65,7 @@ export function diffViews(prev: DomainViews, next: DomainViews, options: DiffOpt
     if (n.dying && !p.dying) out.push({ type: "dying", domid, name });
     const from = activityOf(p);
     const to = activityOf(n);
-    const flip = (from === "running" && to === "blocked") || (from === "blocked" && to === "running");
+    const flip = isScheduling(from) && isScheduling(to);
     if (to !== undefined && to !== from && (!flip || options.scheduling === true)) out.push({ type: "state", domid, name, from, to });
     if (n.vcpus !== p.vcpus) out.push({ type: "vcpus", domid, name, from: p.vcpus, to: n.vcpus });
     if (memMiB(n.memKiB) !== memMiB(p.memKiB)) out.push({ type: "memory", domid, name, fromKiB: p.memKiB, toKiB: n.memKiB });

@@ -43,4 +43,14 @@ describe("Monitor", () => {
     list = [info(0, "u0"), info(4, "u4")];
     expect(await mon.poll()).toMatchObject([{ type: "created", domid: 4, name: undefined, activity: "paused" }]);
   });
+
+  it("holds a domain back while it is being built (no vCPU online, as right after XEN_DOMCTL_createdomain)", async () => {
+    let list = [info(0, "u0")];
+    const mon = new Monitor({ xen: { listDomains: () => list } });
+    await mon.poll();
+    list = [info(0, "u0"), { ...info(1, "u1"), onlineVcpus: 0, totPages: 0n }];
+    expect(await mon.poll()).toEqual([]);
+    list = [info(0, "u0"), info(1, "u1")];
+    expect(await mon.poll()).toMatchObject([{ type: "created", domid: 1, vcpus: 1, memKiB: 1024 }]);
+  });
 });

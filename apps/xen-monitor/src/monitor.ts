@@ -12,9 +12,10 @@ export interface MonitorOptions {
   /** Report running <-> blocked flips (see DiffOptions). */
   scheduling?: boolean;
   /**
-   * How long a new domain may stay unreported while XenStore has no name for it (default 3000 ms): `xl create`
-   * writes the name just after the domain exists, and a created line should say who it is. Polls in between
-   * treat the domain as not seen yet; after this it is reported by domid.
+   * How long a new domain may stay unreported while it is being built (no vCPU online yet) or XenStore has
+   * no name for it (default 3000 ms): `xl create` brings the vCPUs up, fills the memory and writes the name
+   * just after the domain exists, and a created line should say who it is and what it got. Polls in between
+   * treat the domain as not seen yet; after this it is reported as it is.
    */
   nameWaitMs?: number;
 }
@@ -25,8 +26,8 @@ export class Monitor {
   readonly #scheduling: boolean;
   readonly #nameWaitMs: number;
   #prev: DomainViews | undefined;
-  /** When each still-unnamed new domain (by UUID) was first seen, in ms since the epoch. */
-  readonly #unnamedSince = new Map<string, number>();
+  /** When each new domain still held back (by UUID) was first seen, in ms since the epoch. */
+  readonly #heldSince = new Map<string, number>();
 
   constructor(options: MonitorOptions) {
     this.#xen = options.xen;
@@ -49,25 +50,26 @@ export class Monitor {
     return next;
   }
 
-  /** Holds back new domains without a name (see `nameWaitMs`); they count as unseen until named. */
-  #holdUnnamed(next: Map<number, DomainView>, now: number): void {
+  /** Holds back new domains without a name or vCPUs (see `nameWaitMs`); they count as unseen until then. */
+  #holdNew(next: Map<number, DomainView>, now: number): void {
     const prev = this.#prev;
     const seen = new Set<string>();
     for (const [domid, v] of next) {
-      if (v.name !== undefined || v.dying || prev?.get(domid)?.uuid === v.uuid) continue;
+      const ready = (v.name !== undefined || this.#names === noNames) && v.vcpus > 0;
+      if (ready || v.dying || prev?.get(domid)?.uuid === v.uuid) continue;
       seen.add(v.uuid);
-      const since = this.#unnamedSince.get(v.uuid) ?? now;
-      this.#unnamedSince.set(v.uuid, since);
+      const since = this.#heldSince.get(v.uuid) ?? now;
+      this.#heldSince.set(v.uuid, since);
       if (now - since < this.#nameWaitMs) next.delete(domid);
     }
-    for (const uuid of this.#unnamedSince.keys()) if (!seen.has(uuid)) this.#unnamedSince.delete(uuid);
+    for (const uuid of this.#heldSince.keys()) if (!seen.has(uuid)) this.#heldSince.delete(uuid);
   }
 
   /** Polls once: the changes since the last poll, or every domain as "present" on the first. */
   async poll(): Promise<MonitorEvent[]> {
     const next = await this.snapshot();
     const prev = this.#prev;
-    if (prev !== undefined && this.#names !== noNames) this.#holdUnnamed(next, Date.now());
+    if (prev !== undefined) this.#holdNew(next, Date.now());
     this.#prev = next;
     return prev === undefined ? initialEvents(next) : diffViews(prev, next, { scheduling: this.#scheduling });
   }

@@ -2,8 +2,11 @@
 // (xen/include/public/domctl.h) a person watching domains cares about, plus the XenStore name.
 import type { DomainInfo } from "@xen-vhost/xen-sys";
 
-/** Whether a domain's vCPUs may run: paused by the toolstack, running on a pCPU now, or all blocked. */
-export type Activity = "paused" | "running" | "blocked";
+/**
+ * What a domain's vCPUs are doing: paused by the toolstack, one running on a pCPU now, one runnable but
+ * waiting for a pCPU (Xen reports neither running nor blocked: `xl list` shows "------"), or all blocked.
+ */
+export type Activity = "paused" | "running" | "runnable" | "blocked";
 
 // xen/include/public/sched.h: SHUTDOWN_poweroff 0 ... SHUTDOWN_soft_reset 5 (SHUTDOWN_MAX).
 export const SHUTDOWN_REASONS = ["poweroff", "reboot", "suspend", "crash", "watchdog", "soft_reset"] as const;
@@ -63,12 +66,21 @@ export function viewOf(info: DomainInfo, name: string | undefined): DomainView {
   };
 }
 
-/** paused wins (the toolstack holds it), then running, then blocked; none for a shut-down or dead domain. */
+/**
+ * paused wins (the toolstack holds it), then running, then blocked, else runnable; none for a shut-down or
+ * dying domain, or one without online vCPUs (being built: getdomaininfo then reports no run state at all).
+ */
 export function activityOf(v: DomainView): Activity | undefined {
   if (v.paused) return "paused";
   if (v.running) return "running";
   if (v.blocked) return "blocked";
-  return undefined;
+  if (v.shutdownCode !== undefined || v.dying || v.vcpus === 0) return undefined;
+  return "runnable";
+}
+
+/** The states a guest moves between on its own, many times a second. */
+export function isScheduling(a: Activity | undefined): boolean {
+  return a === "running" || a === "runnable" || a === "blocked";
 }
 
 /** Whole MiB as `xl list` computes them (integer division of KiB). */
