@@ -230,6 +230,8 @@ export class UserspaceNotifier implements Notifier {
   readonly #setIrqLevel: (line: number, level: 0 | 1) => void;
   readonly #logger: Logger;
   readonly #doorbells = new Set<UserspaceIoeventfd>();
+  /** `#doorbells` as an array, rebuilt on (un)registration: `dispatch` walks it without an iterator. */
+  #table: UserspaceIoeventfd[] = [];
   readonly #irqfds = new Set<UserspaceIrqfd>();
   #closed = false;
 
@@ -251,7 +253,9 @@ export class UserspaceNotifier implements Notifier {
   /** @throws NotifierError `AddressInUse` for a registration KVM would refuse with EEXIST. */
   ioeventfd(options: IoeventfdOptions): Ioeventfd {
     this.#open();
-    const h = new UserspaceIoeventfd(this.kind, options, (x) => this.#doorbells.delete(x));
+    const h = new UserspaceIoeventfd(this.kind, options, (x) => {
+      if (this.#doorbells.delete(x)) this.#table = [...this.#doorbells];
+    });
     for (const o of this.#doorbells) {
       if (o.collides(h)) {
         h.close();
@@ -262,6 +266,7 @@ export class UserspaceNotifier implements Notifier {
       }
     }
     this.#doorbells.add(h);
+    this.#table = [...this.#doorbells];
     return h;
   }
 
@@ -297,7 +302,9 @@ export class UserspaceNotifier implements Notifier {
    */
   dispatch(space: IoSpace, addr: number, len: number, valueLo: number, valueHi: number): boolean {
     if (this.#closed) return false;
-    for (const h of this.#doorbells) {
+    const table = this.#table;
+    for (let i = 0; i < table.length; i++) {
+      const h = table[i]!;
       if (h.matchesRaw(space, addr, len, valueLo, valueHi)) {
         h.eventfd.write(1);
         return true;

@@ -3,13 +3,19 @@
 //
 // Protocol (xen/common/ioreq.c, QEMU hw/xen/xen-hvm-common.c): Xen fills the slot, smp_wmb, sets state
 // IOREQ_READY and notifies the vCPU's port. The emulator sees READY, takes it (READY -> INPROCESS), reads the
-// fields after a barrier, emulates (READ: result into `data`), barrier, sets IORESP_READY, barrier, notifies.
+// fields after a barrier, emulates (READ: result into `data`), barrier, sets IORESP_READY, notifies.
 // `state` shares its byte with data_is_ptr/dir/df, so every transition is a whole-byte atomic access that
 // keeps the upper bits; READY -> INPROCESS is a compare-exchange, so a request is taken exactly once even
 // when privcmd's in-kernel ioeventfd handler looks at the same slot.
 //
+// The barriers are the accesses themselves: every load and store of the slot is an `Atomics` operation on a
+// typed-array view of the mapping, and JS atomics are sequentially consistent with each other. V8 emits
+// ldar/stlr (ldaxr/stlxr loops for compare-exchange) on arm64 and mov/xchg (lock cmpxchg) on x86-64, so the
+// compare-exchange orders the field loads after it (Xen's smp_wmb pairs with it) and the state store is a
+// release that orders the `data` stores before it (QEMU: xen_wmb(); state = IORESP_READY; notify). No
+// separate fence() call (a native call per barrier) is needed on this path.
+//
 // Every request is answered, whatever it holds: a vCPU whose ioreq is never answered is frozen.
-import { AtomicAccess, fence } from "@xen-vhost/vmm-sys-util";
 import { IOREQ_STATE_OFFSET, IoReq, IOREQ_TYPE, STATE_IOREQ_INPROCESS, STATE_IOREQ_READY, STATE_IORESP_READY } from "@xen-vhost/xen-sys";
 import type { Logger } from "../logger.js";
 import type { IoSpace } from "../notifier.js";
@@ -105,7 +111,10 @@ export class IoreqProcessor {
     invalidate: 0, badVcpu: 0,
   };
   doorbells: DoorbellTable | undefined;
-  readonly #mem: AtomicAccess;
+  // Views of the slots, made once (no allocation per request). Only ever accessed through Atomics.
+  readonly #u8: Uint8Array;
+  readonly #u32: Uint32Array;
+  readonly #u64: BigUint64Array;
   readonly #ranges: IoRangeTable;
   readonly #notify: (vcpu: number) => void;
   readonly #guest: IoreqGuestMemory | undefined;
@@ -124,7 +133,9 @@ export class IoreqProcessor {
     if (pages.byteLength < vcpus * SLOT)
       throw new RangeError(`ioreq pages of ${pages.byteLength} bytes hold fewer than ${vcpus} slots`);
     this.vcpus = vcpus;
-    this.#mem = new AtomicAccess(pages, 0, vcpus * SLOT);
+    this.#u8 = new Uint8Array(pages, 0, vcpus * SLOT);
+    this.#u32 = new Uint32Array(pages, 0, (vcpus * SLOT) >>> 2);
+    this.#u64 = new BigUint64Array(pages, 0, (vcpus * SLOT) >>> 3);
     this.#ranges = options.ranges;
     this.#notify = options.notify;
     this.#guest = options.guestMemory;
@@ -153,23 +164,22 @@ export class IoreqProcessor {
       this.#warn("badVcpu", "ioreq for a vCPU out of range", { vcpu: v, vcpus: this.vcpus });
       return;
     }
-    const mem = this.#mem;
+    const u8 = this.#u8;
     const off = v * SLOT;
-    const b = mem.load8(off + OFF_STATE);
+    const b = Atomics.load(u8, off + OFF_STATE);
     const state = b & STATE_MASK;
     if (state !== STATE_IOREQ_READY) {
       if (state === STATE_IOREQ_INPROCESS && this.#inflight[v] === 0) this.#recheck(v);
       else this.stats.spurious++;
       return;
     }
-    if (mem.compareExchange8(off + OFF_STATE, b, (b & ~STATE_MASK) | STATE_IOREQ_INPROCESS) !== b) {
+    // Xen wrote the fields before READY (smp_wmb); the compare-exchange orders the loads below after it.
+    if (Atomics.compareExchange(u8, off + OFF_STATE, b, (b & ~STATE_MASK) | STATE_IOREQ_INPROCESS) !== b) {
       this.#recheck(v);
       return;
     }
     this.#rechecks[v] = 0;
-    // Xen wrote the fields before READY (smp_wmb); read them only after seeing it.
-    fence();
-    const type = mem.load8(off + OFF_TYPE);
+    const type = Atomics.load(u8, off + OFF_TYPE);
     if (type === IOREQ_TYPE.COPY) this.#io(v, off, "mmio", b);
     else if (type === IOREQ_TYPE.PIO) this.#io(v, off, "pio", b);
     else if (type === IOREQ_TYPE.INVALIDATE) {
@@ -202,9 +212,10 @@ export class IoreqProcessor {
   }
 
   #io(v: number, off: number, space: IoSpace, b: number): void {
-    const mem = this.#mem;
-    const size = mem.load32(off + OFF_SIZE);
-    const count = mem.load32(off + OFF_COUNT);
+    const u32 = this.#u32;
+    const w = off >>> 2;
+    const size = Atomics.load(u32, w + (OFF_SIZE >>> 2));
+    const count = Atomics.load(u32, w + (OFF_COUNT >>> 2));
     const read = (b & BIT_DIR_READ) !== 0;
     if (!(size === 1 || size === 2 || size === 4 || (size === 8 && space === "mmio"))) {
       this.#warn("badSize", "ioreq with an access size outside {1,2,4,8}; answered all-ones", { vcpu: v, space, size });
@@ -215,10 +226,11 @@ export class IoreqProcessor {
       this.#trackRep(v, this.#rep(v, off, space, b, size, count));
       return;
     }
-    const addrHi = mem.load32(off + OFF_ADDR + 4);
-    const addr = addrHi <= MAX_ADDR_HI ? addrHi * TWO32 + mem.load32(off + OFF_ADDR) : -1;
-    const dataLo = mem.load32(off + OFF_DATA);
-    const dataHi = mem.load32(off + OFF_DATA + 4);
+    const addrLo = Atomics.load(u32, w + (OFF_ADDR >>> 2));
+    const addrHi = Atomics.load(u32, w + (OFF_ADDR >>> 2) + 1);
+    const addr = addrHi <= MAX_ADDR_HI ? addrHi * TWO32 + addrLo : -1;
+    const dataLo = Atomics.load(u32, w + (OFF_DATA >>> 2));
+    const dataHi = Atomics.load(u32, w + (OFF_DATA >>> 2) + 1);
     if (!read && addr >= 0 && this.doorbells !== undefined && this.doorbells.dispatch(space, addr, size, dataLo, dataHi)) {
       this.stats.doorbells++;
       this.#finish(v, b, 0, 0);
@@ -227,7 +239,7 @@ export class IoreqProcessor {
     const r = addr >= 0 ? this.#ranges.find(space, addr, size) : undefined;
     if (r === undefined) {
       this.#warn("unmapped", read ? "read of an unmapped address; answered all-ones" : "write to an unmapped address; ignored", {
-        vcpu: v, space, addr: addrHi * TWO32 + mem.load32(off + OFF_ADDR), size,
+        vcpu: v, space, addr: addrHi * TWO32 + addrLo, size,
       });
       this.#finish(v, b, onesLo(size), onesHi(size));
       return;
@@ -274,7 +286,7 @@ export class IoreqProcessor {
   #track(v: number, p: Promise<unknown>, b: number, read: boolean): void {
     this.#inflight[v] = 1;
     const token = ++this.#tokens[v]!;
-    const size = this.#mem.load32(v * SLOT + OFF_SIZE);
+    const size = Atomics.load(this.#u32, (v * SLOT + OFF_SIZE) >>> 2);
     p.then(
       (value) => {
         if (this.#closed || this.#tokens[v] !== token) return;
@@ -293,11 +305,10 @@ export class IoreqProcessor {
 
   /** Rep (count > 1) and data_is_ptr forms, item by item as QEMU's cpu_ioreq_move / cpu_ioreq_pio do. */
   async #rep(v: number, off: number, space: IoSpace, b: number, size: number, count: number): Promise<void> {
-    const mem = this.#mem;
     const read = (b & BIT_DIR_READ) !== 0;
     const ptr = (b & BIT_DATA_IS_PTR) !== 0;
-    const addr = mem.load64(off + OFF_ADDR);
-    const data = mem.load64(off + OFF_DATA);
+    const addr = Atomics.load(this.#u64, (off + OFF_ADDR) >>> 3);
+    const data = Atomics.load(this.#u64, (off + OFF_DATA) >>> 3);
     if (count > MAX_REP_COUNT) {
       this.#warn("badRep", "ioreq rep count too large; answered all-ones", { vcpu: v, count });
       this.#storeData(v, onesLo(size), onesHi(size), read && !ptr);
@@ -387,8 +398,9 @@ export class IoreqProcessor {
   /** For the rep path: the result goes to `data` only for reads that are not data_is_ptr. */
   #storeData(v: number, lo: number, hi: number, store: boolean): void {
     if (!store) return;
-    this.#mem.store32(v * SLOT + OFF_DATA, lo >>> 0);
-    this.#mem.store32(v * SLOT + OFF_DATA + 4, hi >>> 0);
+    const w = (v * SLOT + OFF_DATA) >>> 2;
+    Atomics.store(this.#u32, w, lo >>> 0);
+    Atomics.store(this.#u32, w + 1, hi >>> 0);
   }
 
   /**
@@ -401,13 +413,12 @@ export class IoreqProcessor {
   }
 
   #respond(v: number): void {
-    const mem = this.#mem;
+    const u8 = this.#u8;
     const at = v * SLOT + OFF_STATE;
-    // The result must be visible before the state says so (smp_wmb in Xen's terms).
-    fence();
-    const cur = mem.load8(at);
-    mem.store8(at, (cur & ~STATE_MASK) | STATE_IORESP_READY);
-    fence();
+    // The result must be visible before the state says so (smp_wmb in Xen's terms): the atomic store is a
+    // release (stlr) after the atomic `data` stores, and the notification's syscall follows it.
+    const cur = Atomics.load(u8, at);
+    Atomics.store(u8, at, (cur & ~STATE_MASK) | STATE_IORESP_READY);
     this.stats.handled++;
     try {
       this.#notify(v);
@@ -441,8 +452,9 @@ export class IoreqProcessor {
       if (this.#inflight[v] !== 1) continue;
       this.#inflight[v] = 0;
       this.#tokens[v]!++;
-      const b = this.#mem.byteLength > 0 ? this.#mem.load8(v * SLOT + OFF_STATE) : 0;
-      const size = this.#mem.byteLength > 0 ? this.#mem.load32(v * SLOT + OFF_SIZE) : 0;
+      const mapped = this.#u8.byteLength > 0; // 0 once the mapping is gone (detached)
+      const b = mapped ? Atomics.load(this.#u8, v * SLOT + OFF_STATE) : 0;
+      const size = mapped ? Atomics.load(this.#u32, (v * SLOT + OFF_SIZE) >>> 2) : 0;
       if ((b & STATE_MASK) === STATE_IOREQ_INPROCESS) this.#finish(v, b, onesLo(size), onesHi(size));
     }
     this.#closed = true;
