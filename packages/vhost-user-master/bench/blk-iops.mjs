@@ -1,7 +1,8 @@
 // 4 KiB random reads through this front-end, packages/virtio-queue and packages/vm-memory against two real
 // vhost-user-blk back-ends: qemu-storage-daemon (libvhost-user, kick-driven) and DPDK's examples/vhost_blk
 // (busy-polling RAM disk). Queue depth 1 and 32, N requests each (after a warm-up), IOPS and latency p50/p99.
-// wait=event sleeps on the call eventfd (as a device model does); wait=spin polls the used ring.
+// wait=event sleeps on the call eventfd (as a device model does); wait=spin polls the used ring. "front-end CPU"
+// is this process's user+system time per request (process.cpuUsage): what the TS driver costs.
 // Prints figures; asserts nothing. The figures depend on what else runs on the machine: compare same-run ratios.
 // Usage: pnpm bench (after pnpm build). Env: N (default 20000), BACKENDS (default "qsd,dpdk").
 import { cpus, loadavg } from "node:os";
@@ -22,17 +23,20 @@ async function bench(name, socket, blocks, waits) {
       for (const wait of waits) {
         const make = () => ({ type: VIRTIO_BLK_T_IN, sector: Math.floor(Math.random() * blocks) * 8, len: 4096 });
         let errors = 0;
-        await drv.run(2000, make, (_i, c) => void (errors += c.status !== 0 ? 1 : 0), { depth, wait }); // warm-up
+        await drv.run(2000, make, (_i, c) => void (errors += c.status !== 0 ? 1 : 0), { depth, wait, copyData: false }); // warm-up
         const lat = new Float64Array(N);
+        const cpu0 = process.cpuUsage();
         const t0 = performance.now();
         await drv.run(N, make, (i, c) => {
           lat[i] = c.latencyMs;
           if (c.status !== 0) errors++;
-        }, { depth, wait });
+        }, { depth, wait, copyData: false });
         const secs = (performance.now() - t0) / 1000;
+        const cpu = process.cpuUsage(cpu0);
+        const cpuPerReq = ((cpu.user + cpu.system) / N).toFixed(1);
         lat.sort();
         const pct = (p) => (lat[Math.floor((N - 1) * p)] * 1000).toFixed(1);
-        console.log(`${name.padEnd(5)} 4KiB randread QD${String(depth).padEnd(2)} wait=${wait.padEnd(5)}: ${String(Math.round(N / secs)).padStart(6)} IOPS  p50 ${pct(0.5).padStart(7)} us  p99 ${pct(0.99).padStart(7)} us  (${N} requests${errors ? `, ${errors} errors` : ""})`);
+        console.log(`${name.padEnd(5)} 4KiB randread QD${String(depth).padEnd(2)} wait=${wait.padEnd(5)}: ${String(Math.round(N / secs)).padStart(6)} IOPS  p50 ${pct(0.5).padStart(7)} us  p99 ${pct(0.99).padStart(7)} us  front-end CPU ${cpuPerReq.padStart(5)} us/req  (${N} requests${errors ? `, ${errors} errors` : ""})`);
       }
     }
   } finally {
