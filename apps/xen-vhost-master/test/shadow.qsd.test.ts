@@ -125,4 +125,63 @@ describe.skipIf(!hasQsd)("shadow mode against qemu-storage-daemon (needs qemu-st
     await new Promise((res) => setTimeout(res, 20));
     expect(leaks.check()).toEqual([]);
   }, 180_000);
+
+  it("backend restart: qemu-storage-daemon is killed with reads in flight; a new one gets them re-posted, none is lost", async () => {
+    const leaks = fdLeakCheck();
+    const mem = new GuestMemory([MmapRegion.memfd(RAM, RAM_SIZE)]);
+    const fe = await Frontend.connect(qsd.socket, { reconnect: { attempts: 400, initialDelayMs: 10, maxDelayMs: 50 } });
+    const blk = deviceType("blk")!;
+    const dev = await VhostUserDevice.create({
+      frontend: fe, deviceId: blk.id, defaultQueues: blk.queues, queueMaxSize: 256, configSize: 8,
+      memory: () => [], translate: () => 0n, shadow: "always", guestMemory: () => mem,
+    });
+    let failed: Error | undefined;
+    dev.on("failed", (e) => (failed = e));
+    const g = await MmioGuest.start(dev, { mem, base: RAM, bytes: RAM_SIZE, queueSizes: [128] });
+    const slots = Array.from({ length: QD }, () => ({ hdr: g.alloc(16), data: g.alloc(SECTOR * 8, 4096), status: g.alloc(1) }));
+    let done = 0;
+    let stop = false;
+    let bad: string | undefined;
+    // the first test rewrote sectors below BLOCKS * 8; the 64 after them still hold the image's content
+    const fresh = (BLOCKS * BLOCK) / SECTOR;
+    const worker = async (k: number) => {
+      const s = slots[k]!;
+      for (let n = 0; !stop && !bad; n++) {
+        const sec = fresh + ((k * 977 + n * 8) % 56);
+        header(mem, s.hdr, T_IN, sec);
+        mem.store8(s.status, 0xff);
+        mem.fill(s.data, SECTOR * 8, 0);
+        await g.submit(0, { readable: [{ addr: s.hdr, len: 16 }], writable: [{ addr: s.data, len: SECTOR * 8 }, { addr: s.status, len: 1 }] });
+        if (mem.load8(s.status) !== 0) bad = `sector ${sec}: status ${mem.load8(s.status)}`;
+        for (let i = 0; i < 8; i++)
+          if (!Buffer.from(mem.read(s.data + BigInt(i * SECTOR), SECTOR)).equals(Buffer.from(sectorContent(sec + i)))) bad = `sector ${sec + i} is not the image's`;
+        done++;
+      }
+    };
+    const workers = Promise.all(slots.map((_, k) => worker(k)));
+    while (done < 500 && !bad) await new Promise((r) => setTimeout(r, 5));
+    // kill it with requests outstanding (the guest keeps QD requests in flight all the time)
+    const relay = dev.shadowRings!.relay(0)!;
+    await qsd.crash();
+    const inFlightAtCrash = relay.inFlight + relay.stats.reposted;
+    qsd = await startQsd({ reuse: qsd });
+    const before = done;
+    const until = Date.now() + 20_000;
+    while (done < before + 500 && Date.now() < until && !bad) await new Promise((r) => setTimeout(r, 10));
+    stop = true;
+    if (!bad) await workers;
+    expect(bad).toBeUndefined();
+    expect(failed).toBeUndefined();
+    expect(done).toBeGreaterThanOrEqual(before + 500);
+    expect(inFlightAtCrash).toBeGreaterThan(0);
+    expect(relay.stats.reposted).toBeGreaterThan(0);
+    expect(relay.broken).toBeUndefined();
+    expect(relay.inFlight).toBe(0);
+    expect(relay.poolUsed).toBe(0);
+    await g.reset();
+    dev.close();
+    mem.close();
+    await new Promise((res) => setTimeout(res, 20));
+    expect(leaks.check()).toEqual([]);
+  }, 60_000);
 });
