@@ -14,5 +14,6 @@ export {
   GUEST_VIRTIO_MMIO_SPI_FIRST, GUEST_VIRTIO_MMIO_SPI_LAST, XEN_GRANT_DMA_ADDR_OFF, grantDmaAddress,
 } from "./layout.js";
 export { XenVirtioMmioDevice, type XenVirtioMmioOptions } from "./devmodel/xen-virtio-mmio.js";
+export { GrantDmaRegion } from "./devmodel/grant-region.js";
 export { RngDevice, BlkDevice, I2cDevice, GpioDevice, NetDevice, FsDevice } from "./devmodel/devices.js";
 export { runDemo, type DemoOptions } from "./demo.js";

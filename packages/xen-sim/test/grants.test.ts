@@ -5,7 +5,7 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { Xen, XenError, type GrantDevice, type GrantMapping } from "@xen-vhost/xen-sys";
 import { bit, VirtioFeature, type QueueConfig, type VirtioDevice } from "@xen-vhost/virtio-mmio";
-import { XEN_GRANT_DMA_ADDR_OFF, XenVirtioMmioDevice, startSimulator, type Simulator } from "../src/index.js";
+import { BlkDevice, FsDevice, NetDevice, XEN_GRANT_DMA_ADDR_OFF, XenVirtioMmioDevice, startSimulator, type GrantDmaRegion, type Simulator } from "../src/index.js";
 
 const BASE = 0x2000000n;
 const IRQ = 33;
@@ -115,6 +115,30 @@ describe("grant mode", () => {
     expect(dev!.refused).toEqual(["EFAULT"]);
     expect(g.logs.some((l) => l.includes("(granted)"))).toBe(true);
   });
+
+  it("runs the blk, net and fs drivers in grant mode against device models that reach memory only through gntdev", async () => {
+    let blk: BlkDevice | undefined;
+    let dm = new XenVirtioMmioDevice(xen, { domid: 1, base: BASE, irq: IRQ, dma: "grant", device: (m, s) => (blk = new BlkDevice(m, s, 256)) });
+    sim.unpause(1);
+    const rb = await sim.startGuest({ domid: 1, program: "virtio-blk", args: { irq: IRQ, dma: "grant", sector: 3, sectors: 4 } }).result;
+    expect(rb).toMatchObject({ capacity: "256", sectors: 4, verified: true });
+    expect(blk!.disk[3 * 512 + 1]).toBe(10);
+    // the rings' descriptor table and avail ring are granted read-only, and were mapped so
+    expect((dm.memory.regions[0] as GrantDmaRegion).readOnlyMaps).toBeGreaterThan(0);
+    dm.close();
+
+    dm = new XenVirtioMmioDevice(xen, { domid: 1, base: BASE, irq: IRQ, dma: "grant", device: (m, s) => new NetDevice(m, s) });
+    const rn = await sim.startGuest({ domid: 1, program: "virtio-net", args: { irq: IRQ, dma: "grant", frames: 3, length: 200 } }).result;
+    expect(rn).toMatchObject({ tx: 3, rx: 3 });
+    dm.close();
+
+    let fs: FsDevice | undefined;
+    dm = new XenVirtioMmioDevice(xen, { domid: 1, base: BASE, irq: IRQ, dma: "grant", device: (m, s) => (fs = new FsDevice(m, s, "granted", { "a.txt": "granted bytes" })) });
+    const rf = await sim.startGuest({ domid: 1, program: "virtio-fs", args: { irq: IRQ, dma: "grant", path: "a.txt" } }).result;
+    expect(rf).toMatchObject({ tag: "granted", content: "granted bytes" });
+    expect(fs!.lookups.size).toBe(0);
+    dm.close();
+  }, 60_000);
 
   it("refuses refs that were never granted, and grant copy reports GNTST statuses", () => {
     using gnt = xen.openGrantDevice();

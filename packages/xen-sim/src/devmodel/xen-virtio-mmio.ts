@@ -5,11 +5,12 @@
 import { AtomicAccess, fence, noopLogger, type Logger } from "@xen-vhost/vmm-sys-util";
 import {
   IoReq, IOREQ_STATE_OFFSET, IOREQS_PER_PAGE, IOREQ_TYPE, STATE_IOREQ_INPROCESS, STATE_IOREQ_READY, STATE_IORESP_READY,
-  type EventChannels, type Xen,
+  type EventChannels, type GrantDevice, type Xen,
 } from "@xen-vhost/xen-sys";
 import { GuestMemory, MappedRegion } from "@xen-vhost/vm-memory";
 import { VirtioMmioTransport, type AccessSize, type VirtioDevice } from "@xen-vhost/virtio-mmio";
 import { GUEST_RAM0_BASE, PAGE_SIZE } from "../layout.js";
+import { GrantDmaRegion } from "./grant-region.js";
 
 export interface XenVirtioMmioOptions {
   domid: number;
@@ -19,6 +20,14 @@ export interface XenVirtioMmioOptions {
   irq: number;
   /** Guest RAM to map for the device (default: RAM0 of totPages from getdomaininfo). */
   ram?: { base: bigint; size: number }[];
+  /**
+   * "grant": the device sees only what the guest grants (a `xen,grant-dma` device): its memory is the grant
+   * address space (1 << 63 | ref << 12), each access mapped through gntdev (GrantDmaRegion). Default
+   * "foreign": all of guest RAM by foreign mapping.
+   */
+  dma?: "foreign" | "grant";
+  /** Grant references reachable in grant mode (default 4096, from ref 0). */
+  grantRefs?: number;
   /** Builds the device once guest memory is mapped. */
   device: (memory: GuestMemory, signal: () => void) => VirtioDevice;
   logger?: Logger;
@@ -38,6 +47,7 @@ export class XenVirtioMmioDevice implements Disposable {
   readonly #ports: number[] = [];
   readonly #slots: AtomicAccess[] = [];
   readonly #log: Logger;
+  #gnt: GrantDevice | undefined;
   #closed = false;
 
   constructor(xen: Xen, opts: XenVirtioMmioOptions) {
@@ -45,15 +55,20 @@ export class XenVirtioMmioDevice implements Disposable {
     this.#opts = opts;
     this.#log = opts.logger ?? noopLogger;
     const { domid } = opts;
-    const ram = opts.ram ?? [{ base: GUEST_RAM0_BASE, size: Number(xen.getDomainInfo(domid).totPages) * PAGE_SIZE }];
-    const regions = ram.map((r) => {
-      const gfns = new BigUint64Array(r.size / PAGE_SIZE);
-      for (let i = 0; i < gfns.length; i++) gfns[i] = (r.base >> 12n) + BigInt(i);
-      const m = xen.mapForeignPages(domid, gfns);
-      this.#maps.push(m.buffer);
-      return new MappedRegion(r.base, m.buffer);
-    });
-    this.memory = new GuestMemory(regions);
+    if (opts.dma === "grant") {
+      this.#gnt = xen.transport.openGrantDevice();
+      this.memory = new GuestMemory([new GrantDmaRegion(this.#gnt, domid, opts.grantRefs ?? 4096)]);
+    } else {
+      const ram = opts.ram ?? [{ base: GUEST_RAM0_BASE, size: Number(xen.getDomainInfo(domid).totPages) * PAGE_SIZE }];
+      const regions = ram.map((r) => {
+        const gfns = new BigUint64Array(r.size / PAGE_SIZE);
+        for (let i = 0; i < gfns.length; i++) gfns[i] = (r.base >> 12n) + BigInt(i);
+        const m = xen.mapForeignPages(domid, gfns);
+        this.#maps.push(m.buffer);
+        return new MappedRegion(r.base, m.buffer);
+      });
+      this.memory = new GuestMemory(regions);
+    }
     let signal = (): void => undefined;
     this.transport = new VirtioMmioTransport(opts.device(this.memory, () => signal()), { logger: this.#log });
     signal = () => this.transport.signalUsedBuffers();
@@ -132,6 +147,7 @@ export class XenVirtioMmioDevice implements Disposable {
     }
     this.#xen.unmap(this.#pages);
     this.memory.close();
+    this.#gnt?.close();
     for (const m of this.#maps) this.#xen.unmap(m);
   }
 
