@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import { basename, dirname, join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import type { XenArch } from "@xen-vhost/xen-sys";
+import type { XenArch, XsPermission } from "@xen-vhost/xen-sys";
 import { SimError } from "./error.js";
 import { BlockingClient } from "./protocol.js";
 import { SimTransport } from "./transport/sim-transport.js";
@@ -208,6 +208,21 @@ export class Simulator {
 
   xenstoreRead(path: string): string | undefined {
     return this.control<{ value: string | null }>("xsRead", { path }).value ?? undefined;
+  }
+
+  /** Writes a node as the toolstack (dom0) would, optionally setting its permissions (owner first). */
+  xenstoreWrite(path: string, value: string, perms?: XsPermission[]): void {
+    this.control("xsWrite", { path, value, ...(perms ? { perms } : {}) });
+  }
+
+  /** A node's permissions, or undefined if it does not exist. */
+  xenstorePerms(path: string): XsPermission[] | undefined {
+    return this.control<{ perms: XsPermission[] | null }>("xsPerms", { path }).perms ?? undefined;
+  }
+
+  /** SCHEDOP_shutdown / `xl shutdown`: the domain stops but stays until destroyed (reason 0 poweroff .. 5). */
+  shutdown(domid: number, reason = 0): void {
+    this.control("shutdown", { domid, reason });
   }
 
   /** Starts a guest vCPU process running `program`. */

@@ -36,6 +36,8 @@ describe("guest xenbus through the simulator's xenstored", () => {
     expect(await xs.read("/local/domain/1/data/greeting")).toBe("hello from domU");
     // construct_node: what an unprivileged domain creates, it owns
     expect(await xs.getPerms("/local/domain/1/data/greeting")).toEqual([{ domid: 1, perm: "none" }]);
+    // libxl's permissions on the domain directory: dom0's, readable by the guest
+    expect(sim.xenstorePerms("/local/domain/1")).toEqual([{ domid: 0, perm: "none" }, { domid: 1, perm: "read" }]);
   });
 
   it("checks every request as the guest's domid: libxl's read-only nodes, other domains and dom0 are refused", async () => {
@@ -89,7 +91,7 @@ describe("guest xenbus through the simulator's xenstored", () => {
     await expect(xs.read("/local/domain/1/name")).rejects.toMatchObject({ code: "ENOENT" });
 
     // shutdown (domain stays until destroyed) and a raw XEN_DOMCTL_destroydomain each fire once more
-    sim.control("shutdown", { domid: 2, reason: 0 });
+    sim.shutdown(2, 0);
     await until(() => count("release") === 3);
     // XEN_DOMCTL_destroydomain (2) straight from a dom0 process, without the toolstack
     const xen = Xen.open({ transport: sim.connect() });
