@@ -2,6 +2,7 @@
 // INFLIGHT_SHMFD and STATUS. The example ships as source in Debian's dpdk-doc; the test builds it once
 // (needs dpdk-dev, make, a C compiler) into a cache directory and starts it itself.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { readFileSync, readdirSync } from "node:fs";
 import { EventFd } from "@xen-vhost/vmm-sys-util";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { GuestMemory } from "@xen-vhost/vm-memory";
@@ -123,6 +124,42 @@ describe.skipIf(!hasDpdkVhostBlk)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk
     expect(await s.fe.getVringBase(0)).toBe(4);
   }, 60_000);
 
+  it("a request posted while the back-end is frozen, then killed, is served by the restarted back-end: not lost", async () => {
+    const s = await session({ reconnect: { attempts: 300, initialDelayMs: 10, maxDelayMs: 50 } });
+    expect((await io(s, 1, 32n, 4096, pattern)).status).toBe(0);
+    process.kill(blk.pid, "SIGSTOP");
+    cleanup.push(() => {
+      try {
+        process.kill(blk.pid, "SIGCONT"); // if the test failed before the kill, leave a running daemon behind
+      } catch {
+        /* already gone */
+      }
+    });
+    await frozen(blk.pid);
+    // a write the frozen back-end cannot have seen: it sits in the avail ring past the inflight area's used_idx
+    const other = Uint8Array.from(pattern, (b) => b ^ 0xa5);
+    const hdr = new Uint8Array(16);
+    new DataView(hdr.buffer).setUint32(0, 1, true);
+    new DataView(hdr.buffer).setBigUint64(8, 40n, true);
+    s.mem.write(HDR, hdr);
+    s.mem.write(STATUS, Uint8Array.of(0xff));
+    s.mem.write(DATA, other);
+    s.q.add({ readable: [{ addr: HDR, len: 16 }, { addr: DATA, len: 4096 }], writable: [{ addr: STATUS, len: 1 }] });
+    s.kick.write(1);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(s.q.hasUsed()).toBe(false);
+    const reconnected = new Promise<void>((r) => s.fe.once("reconnect", r));
+    await blk.crash();
+    await blk.restart();
+    await reconnected;
+    // nobody re-posts it: the new process starts at used_idx 1 and finds the request at avail index 1
+    for (let i = 0; i < 3000 && !s.q.hasUsed(); i++) await new Promise((r) => setTimeout(r, 1));
+    expect(s.q.getUsed()).toBeDefined();
+    expect(s.mem.read(STATUS, 1)[0]).toBe(0);
+    expect((await io(s, 0, 40n, 4096)).data).toEqual(other);
+    expect(await s.fe.getVringBase(0)).toBe(3);
+  }, 60_000);
+
   it("20,000 blocks written then read back at queue depth 1 and at queue depth 32, every payload checked", async () => {
     const s = await driverSession(socket, [128], { features: VIRTIO_F_VERSION_1 | F_PROTOCOL_FEATURES, memSize: 0x40_0000, inflight: true, driverOk: true, frontend: { logger: rec } });
     cleanup.push(() => s.close());
@@ -165,6 +202,16 @@ describe.skipIf(!hasDpdkVhostBlk)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk
     expect(region.inflightHeads(0)).toEqual([]);
   }, 300_000);
 });
+
+/** Resolves once every thread of `pid` is stopped (state T in /proc): SIGSTOP takes effect asynchronously. */
+async function frozen(pid: number): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    const states = readdirSync(`/proc/${pid}/task`).map((t) => /\) (\w)/.exec(readFileSync(`/proc/${pid}/task/${t}/stat`, "utf8"))?.[1]);
+    if (states.every((st) => st === "T" || st === "t")) return;
+    await new Promise((r) => setTimeout(r, 2));
+  }
+  throw new Error(`process ${pid} did not stop`);
+}
 
 /** Block `b`'s content in pass `pass`: "VBLK", u32 block, u32 pass, then xorshift32 words seeded by both. */
 function blockPayload(b: number, pass: number): Buffer {
