@@ -9,6 +9,8 @@ import { errnoName } from "@xen-vhost/vmm-sys-util";
  *   one) or the whole call failed (the XenError is the cause).
  * - `GrantMapFailed`: IOCTL_GNTDEV_MAP_GRANT_REF / mmap refused a run of grant references (`grantRef` is the
  *   first of the run; a reference the guest never granted is the usual reason).
+ * - `GrantCopyFailed`: IOCTL_GNTDEV_GRANT_COPY refused a segment (`grantRef` names its reference: not granted,
+ *   revoked, or read-only for a copy back) or the call failed (the errno, when there is one).
  * - `NotAGrantAddress`: an address given as a grant address lacks bit 63 or names a reference above 2^32 - 1.
  * - `FdUnavailable`: the fd a vhost-user backend needs (privcmd or gntdev) could not be opened.
  * - `LayoutUnavailable`: the domain's RAM layout cannot be derived (unknown domain, bogus page counts).
@@ -17,6 +19,7 @@ import { errnoName } from "@xen-vhost/vmm-sys-util";
 export type XenMemoryErrorKind =
   | "ForeignMapFailed"
   | "GrantMapFailed"
+  | "GrantCopyFailed"
   | "NotAGrantAddress"
   | "FdUnavailable"
   | "LayoutUnavailable"

@@ -6,6 +6,7 @@ export { XenForeignRegion, type ForeignRegionOptions } from "./foreign-region.js
 export {
   XenGrantRegion, SYNTHETIC_USER_ADDR_BASE, type GrantRegionOptions, type GrantCacheOptions, type GrantCacheStats,
 } from "./grant-region.js";
+export { XenGrantCopyRegion, type GrantCopyRegionOptions, type GrantCopyStats } from "./grant-copy-region.js";
 export { XenGuestMemory, GRANT_WINDOW_BASE } from "./xen-guest-memory.js";
 export {
   deviceFdProvider, fdProviderFor, type MappingFdProvider, type MappingFdKind, type DeviceFdOptions,

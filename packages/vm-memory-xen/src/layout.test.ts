@@ -2,6 +2,8 @@ import { describe, expect, it } from "vitest";
 import { Xen, XEN_DOMCTL, XEN_DOMCTL_PAYLOAD_OFFSET, XenDomctl, xenDomctlGetdomaininfo, type DomainInfo, type XenArch } from "@xen-vhost/xen-sys";
 import { RecordingTransport, fail } from "@xen-vhost/xen-sys/testing";
 import { XenMemoryError } from "./error.js";
+import { errnoOf } from "@xen-vhost/vmm-sys-util";
+import { guestMemoryFromLayout } from "./guest-ram.js";
 import { discoverGuestRam, guestRamLayout, readConfiguredRamBytes } from "./layout.js";
 
 const MiB = 1024n * 1024n;
@@ -56,6 +58,35 @@ describe("Arm guest RAM (GUEST_RAM0 then GUEST_RAM1)", () => {
     const l = guestRamLayout(info("arm64", 1n * GiB, { totPages: pages(768n * MiB) + 4n }), "arm64");
     expect(l.banks).toEqual([{ base: 0x4000_0000n, size: 1n * GiB }]);
     expect(l.notes.join()).toContain(`${pages(256n * MiB)} of ${pages(1n * GiB)} RAM pages are not populated`);
+  });
+
+  it("a ballooned hole in that RAM: mapping it fails with ForeignMapFailed naming the hole's gfn, nothing stays mapped", () => {
+    // 64 KiB of RAM at RAM0 with two pages ballooned out of the middle (Xen refuses unpopulated frames)
+    const l = guestRamLayout(info("arm64", 16n * 4096n, { totPages: 14n + 4n }), "arm64");
+    expect(l.notes.join()).toContain("2 of 16 RAM pages are not populated");
+    const holes = new Set([0x40005n, 0x40009n]);
+    const handed: ArrayBuffer[] = [];
+    const t = new RecordingTransport({
+      respond: {
+        mmapForeign(_d, gfns) {
+          const buffer = new ArrayBuffer(gfns.length * 4096);
+          handed.push(buffer);
+          return { buffer, errors: Int32Array.from(gfns, (g) => (holes.has(g) ? errnoOf("EINVAL") : 0)) };
+        },
+      },
+    });
+    let e: unknown;
+    try {
+      guestMemoryFromLayout(t, l, { maxRegionBytes: 0x4000 });
+    } catch (err) {
+      e = err;
+    }
+    expect(e).toBeInstanceOf(XenMemoryError);
+    const x = e as XenMemoryError;
+    expect([x.kind, x.gfn, x.code, x.domid]).toEqual(["ForeignMapFailed", 0x40005n, "EINVAL", 7]);
+    expect(x.message).toContain("frame 0x40005");
+    // the first chunk (0x40000-0x40003) was mapped and is released again; the failing one never escaped
+    expect(handed.map((b) => b.byteLength)).toEqual([0, 0]);
   });
 
   it("prefers an explicit size (XenStore memory/static-max)", () => {

@@ -12,6 +12,7 @@ import type { GuestMemoryRegion } from "@xen-vhost/vm-memory";
 import { PrivcmdTransport, type XenTransport } from "@xen-vhost/xen-sys";
 import { XenForeignRegion } from "./foreign-region.js";
 import { XEN_GRANT_DMA_ADDR_OFF, grantRefOf } from "./grant-address.js";
+import { XenGrantCopyRegion } from "./grant-copy-region.js";
 import { XenGrantRegion, type GrantCacheOptions } from "./grant-region.js";
 
 /** One past the last grant address: 2^63 + (2^32 references << 12). */
@@ -41,6 +42,12 @@ export interface XenRegionMapperOptions {
   transport?: XenTransport;
   /** Grant mapping cache bounds for NO_ADVANCE_MAP regions. */
   grantCache?: GrantCacheOptions;
+  /**
+   * How NO_ADVANCE_MAP grant regions are accessed: "map" (default; gntdev mappings with a small cache) or
+   * "copy" (IOCTL_GNTDEV_GRANT_COPY per access: nothing stays mapped, the guest can revoke any grant at
+   * once). Advance-mapped grant regions (rings) are always mapped.
+   */
+  grantAccess?: "map" | "copy";
   logger?: Logger;
 }
 
@@ -70,6 +77,8 @@ export function createXenRegionMapper(options: XenRegionMapperOptions | Record<s
       const size = Number(region.memorySize < reachable ? region.memorySize : reachable);
       if (BigInt(size) < region.memorySize)
         log.info("grant region clipped to what grant references can name", { gref, described: String(region.memorySize), mapped: size });
+      if (region.noAdvanceMap && o.grantAccess === "copy")
+        return XenGrantCopyRegion.create(get(), region.domid, region.guestPhysAddr, size, { logger: log });
       return XenGrantRegion.create(get(), region.domid, region.guestPhysAddr, size, {
         advanceMap: !region.noAdvanceMap, logger: log, ...(o.grantCache ? { cache: o.grantCache } : {}),
       });

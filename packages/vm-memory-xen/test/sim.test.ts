@@ -9,8 +9,8 @@ import { startSimulator, type Simulator, type SimTransport } from "@xen-vhost/xe
 import { Guest } from "@xen-vhost/xen-sim/guest";
 import { Queue } from "@xen-vhost/virtio-queue";
 import {
-  XenForeignRegion, XenGrantRegion, XenGuestMemory, XenMemoryError, discoverGuestRam, grantAddress, guestMemoryFromLayout,
-  readConfiguredRamBytes,
+  XenForeignRegion, XenGrantCopyRegion, XenGrantRegion, XenGuestMemory, XenMemoryError, createXenRegionMapper, discoverGuestRam, grantAddress,
+  guestMemoryFromLayout, readConfiguredRamBytes,
 } from "../src/index.js";
 
 const MiB = 1 << 20;
@@ -188,5 +188,61 @@ describe("grant mapping of a simulated guest", () => {
 
   it("the same over vm-memory's plain GuestMemory", () => {
     granted(true);
+  });
+});
+
+describe("grant access by copy (IOCTL_GNTDEV_GRANT_COPY) on a simulated guest", () => {
+  for (const plain of [true, false]) {
+    it(`reads and writes granted bytes without mapping them; the guest can revoke at once; ungranted refs are GrantCopyFailed (${plain ? "GuestMemory" : "XenGuestMemory"})`, () => {
+      const gpa = BigInt(RAM0 + 0x50_0000 + 0xf00); // crosses a page boundary
+      guest.memory.write(gpa, pattern(2 * 4096, 7));
+      const { dma, refs } = guest.grants.grantRange(gpa, 2 * 4096, { domid: 0 });
+      using g = XenGrantCopyRegion.forRefs(transport, 1, 0, 4096);
+      using mem = plain ? new GuestMemory([g], { ownsRegions: false }) : new XenGuestMemory([g], { ownsRegions: false });
+      expect(mem.read(dma, 2 * 4096)).toEqual(pattern(2 * 4096, 7));
+      expect(g.stats).toMatchObject({ copiesIn: 1, bytesIn: 2 * 4096, copiesOut: 0 });
+      // a write copies back exactly the bytes written (across the page boundary: two segments, one call)
+      mem.write(dma + 0xfcn, pattern(8, 9));
+      expect(guest.memory.read(gpa + 0xfcn, 8)).toEqual(pattern(8, 9));
+      expect(guest.memory.read(gpa + 0xf8n, 4)).toEqual(pattern(2 * 4096, 7).subarray(0xf8, 0xfc));
+      expect(g.stats).toMatchObject({ copiesOut: 1, bytesOut: 8 });
+      // aligned atomics work on the copy and reach the guest on release
+      mem.store32(dma + 0x100n, 0xdeadbeef);
+      expect(guest.memory.load32(gpa + 0x100n)).toBe(0xdeadbeef);
+      // nothing is mapped: the guest ends access right away
+      for (const r of refs) expect(guest.grants.endAccess(r)).toBe(true);
+      const e = err(() => mem.read(dma, 4)) as GuestMemoryError;
+      expect(e).toBeInstanceOf(GuestMemoryError);
+      expect(e.kind).toBe("MapFailed");
+      expect((e.cause as XenMemoryError).kind).toBe("GrantCopyFailed");
+      expect((e.cause as XenMemoryError).grantRef).toBe(refs[0]);
+    });
+  }
+
+  it("a read-only grant reads by copy and refuses a copy back, so a write fails and leaves the guest's bytes", () => {
+    const gpa = BigInt(RAM0 + 0x58_0000);
+    guest.memory.write(gpa, pattern(64, 11));
+    const { dma, refs } = guest.grants.grantRange(gpa, 64, { domid: 0, readOnly: true });
+    using g = XenGrantCopyRegion.create(transport, 1, dma & ~0xfffn, 4096);
+    using mem = new GuestMemory([g], { ownsRegions: false });
+    expect(mem.read(dma, 64)).toEqual(pattern(64, 11));
+    const e = err(() => mem.write(dma, Uint8Array.of(1, 2, 3))) as GuestMemoryError;
+    expect((e.cause as XenMemoryError).kind).toBe("GrantCopyFailed");
+    expect(guest.memory.read(gpa, 3)).toEqual(pattern(64, 11).subarray(0, 3));
+    expect(guest.grants.endAccess(refs[0]!)).toBe(true);
+  });
+
+  it("createXenRegionMapper({ grantAccess: 'copy' }) serves NO_ADVANCE_MAP grant regions by copy and still maps advance-mapped ones", () => {
+    const mapper = createXenRegionMapper({ transport, grantAccess: "copy" });
+    const base = { guestPhysAddr: grantAddress(0), memorySize: 0x10000n, userAddr: 0n, mmapOffset: 0n, fd: -1, domid: 1, type: "grant" as const };
+    const copy = mapper.map({ ...base, noAdvanceMap: true });
+    expect(copy).toBeInstanceOf(XenGrantCopyRegion);
+    copy.close();
+    const gpa = BigInt(RAM0 + 0x60_0000);
+    const { dma, refs } = guest.grants.grantRange(gpa, 4096, { domid: 0 });
+    const mapped = mapper.map({ ...base, guestPhysAddr: dma, memorySize: 4096n, noAdvanceMap: false });
+    expect(mapped).toBeInstanceOf(XenGrantRegion);
+    mapped.close();
+    expect(guest.grants.endAccess(refs[0]!)).toBe(true);
   });
 });
