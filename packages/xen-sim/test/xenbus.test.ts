@@ -101,3 +101,43 @@ describe("guest xenbus through the simulator's xenstored", () => {
     xen.transport.close();
   });
 });
+
+describe("xenstored transactions (xenstored_transaction.c: conflicts per accessed node)", () => {
+  it("commits over unrelated changes, fails with EAGAIN when an accessed node changed, applies nothing then", async () => {
+    const leaks = fdLeakCheck();
+    const sim = await startSimulator({ domains: [{ domid: 1, ram: 8 << 20 }] });
+    const a = await XenStore.open({ connector: socketConnector(sim.xenstorePath) });
+    const b = await XenStore.open({ connector: socketConnector(sim.xenstorePath) });
+    try {
+      await a.write("/tx/x", "1");
+      await a.write("/tx/y", "1");
+      // b writes a node the transaction never touched: the commit goes through, b's write stays
+      let tx = await a.transactionStart();
+      expect(await tx.read("/tx/x")).toBe("1");
+      await tx.write("/tx/x", "2");
+      await b.write("/tx/y", "b");
+      await tx.commit();
+      expect(await a.read("/tx/x")).toBe("2");
+      expect(await a.read("/tx/y")).toBe("b");
+      // b changes a node the transaction read: EAGAIN, and none of the transaction's writes happen
+      tx = await a.transactionStart();
+      expect(await tx.read("/tx/y")).toBe("b");
+      await tx.write("/tx/x", "3");
+      await tx.write("/tx/new", "n");
+      await b.write("/tx/y", "b2");
+      await expect(tx.commit()).rejects.toMatchObject({ code: "EAGAIN" });
+      expect(await a.read("/tx/x")).toBe("2");
+      expect(await a.tryRead("/tx/new")).toBeUndefined();
+      // the client's retry helper gets through
+      await a.transaction(async (t) => {
+        await t.write("/tx/x", String(Number(await t.read("/tx/x")) + 1));
+      });
+      expect(await a.read("/tx/x")).toBe("3");
+    } finally {
+      a.close();
+      b.close();
+      await sim.close();
+    }
+    expect(leaks.check()).toEqual([]);
+  });
+});

@@ -1,10 +1,10 @@
 // The simulator's xenstored: the real wire protocol (xen/include/public/io/xs_wire.h) on a unix socket for
 // dom0 clients, plus per-domain connections for guests' xenbus, with the permission model, watches, special
 // watches and transactions of C xenstored (tools/xenstore/xenstored_core.c, xenstored_domain.c,
-// xenstored_watch.c, Xen 4.17). Not modelled: quotas, XS_CONTROL, XS_DIRECTORY_PART, XS_SET_TARGET,
-// per-node transaction conflict detection (any committed change since the transaction started gives EAGAIN,
-// which C xenstored may not), the ring-page transport of a real domain connection (a socketpair stands in
-// for the shared ring and its event channel: same messages, same identity rules).
+// xenstored_watch.c, xenstored_transaction.c, Xen 4.17: a commit fails with EAGAIN only if a node the
+// transaction accessed changed meanwhile). Not modelled: quotas, XS_CONTROL, XS_DIRECTORY_PART,
+// XS_SET_TARGET, the transaction limits, the ring-page transport of a real domain connection (a socketpair
+// stands in for the shared ring and its event channel: same messages, same identity rules).
 import { createServer, Socket, type Server } from "node:net";
 import { unlinkSync } from "node:fs";
 import { UnixStream, type Logger, noopLogger } from "@xen-vhost/vmm-sys-util";
@@ -17,13 +17,21 @@ interface Node {
   value: Uint8Array;
   perms: XsPermission[];
   children: Set<string>;
+  /** Bumped on every change of the node (value, permissions, children), as xenstored's node generation. */
+  gen: number;
 }
 
 type Tree = Map<string, Node>;
 
 interface Tx {
+  /** The transaction's view: the store at its start plus its own changes. */
   tree: Tree;
-  generation: number;
+  /** Every node's generation when the transaction started. */
+  startGens: Map<string, number>;
+  /** Nodes the transaction read or wrote (xenstored_transaction.c "accessed" list). */
+  accessed: Set<string>;
+  /** Its changes, replayed on the store at commit. */
+  ops: ((tree: Tree) => void)[];
   changed: { path: string; removed: { path: string; perms: XsPermission[] }[]; perms: XsPermission[] }[];
 }
 
@@ -56,7 +64,7 @@ const DOM0_ONLY: XsPermission[] = [{ domid: 0, perm: "none" }];
 
 function cloneTree(t: Tree): Tree {
   const out: Tree = new Map();
-  for (const [k, n] of t) out.set(k, { value: n.value, perms: n.perms.map((p) => ({ ...p })), children: new Set(n.children) });
+  for (const [k, n] of t) out.set(k, { value: n.value, perms: n.perms.map((p) => ({ ...p })), children: new Set(n.children), gen: n.gen });
   return out;
 }
 
@@ -83,8 +91,8 @@ export class SimXenStored {
   readonly #conns = new Set<Conn>();
   readonly #introduced = new Set<number>([0]);
   readonly #log: Logger;
-  #tree: Tree = new Map([["/", { value: new Uint8Array(0), perms: DOM0_ONLY.map((p) => ({ ...p })), children: new Set() }]]);
-  #generation = 0;
+  #tree: Tree = new Map([["/", { value: new Uint8Array(0), perms: DOM0_ONLY.map((p) => ({ ...p })), children: new Set(), gen: 0 }]]);
+  #gen = 0;
   #nextTx = 1;
 
   private constructor(server: Server, path: string, logger: Logger) {
@@ -152,7 +160,11 @@ export class SimXenStored {
   seed(path: string, value: string, perms?: XsPermission[]): void {
     const abs = this.#resolve(path, 0);
     this.#write(this.#tree, abs, enc.encode(value), 0);
-    if (perms) this.#tree.get(abs)!.perms = perms.map((p) => ({ ...p }));
+    if (perms) {
+      const n = this.#tree.get(abs)!;
+      n.perms = perms.map((p) => ({ ...p }));
+      n.gen = ++this.#gen;
+    }
     this.#commitChange(abs, [], this.#tree.get(abs)!.perms);
   }
 
@@ -161,6 +173,7 @@ export class SimXenStored {
     const n = this.#tree.get(path);
     if (!n) throw new RangeError(`no node ${path}`);
     n.perms = perms.map((p) => ({ ...p }));
+    n.gen = ++this.#gen;
     this.#commitChange(path, [], n.perms);
   }
 
@@ -288,31 +301,47 @@ export class SimXenStored {
       if (tx) tx.changed.push({ path, removed, perms });
       else this.#commitChange(path, removed, perms);
     };
+    /** Marks nodes the request touches as accessed by the transaction (their parent too for creations and removals). */
+    const access = (...paths: string[]): void => {
+      if (tx) for (const p of paths) tx.accessed.add(p);
+    };
+    /** Applies a change to the current view, and remembers it for the commit. */
+    const apply = (op: (t: Tree) => void): void => {
+      op(tree);
+      tx?.ops.push(op);
+    };
     switch (m.type) {
       case XS.READ: {
-        this.#reply(conn, m, XS.READ, this.#node(tree, conn, resolve(args[0]), PERM_READ).value);
+        const path = resolve(args[0]);
+        access(path);
+        this.#reply(conn, m, XS.READ, this.#node(tree, conn, path, PERM_READ).value);
         return undefined;
       }
       case XS.WRITE: {
         const nul = m.payload.indexOf(0);
         if (nul < 0) throw new XsFail("EINVAL");
         const path = resolve(firstString(m.payload));
+        access(path, parentOf(path));
         if (tree.has(path)) this.#node(tree, conn, path, PERM_WRITE);
         else this.#checkCreate(tree, conn, path);
-        this.#write(tree, path, m.payload.slice(nul + 1), conn.domid);
+        const value = m.payload.slice(nul + 1);
+        apply((t) => this.#write(t, path, value, conn.domid));
         this.#reply(conn, m, XS.WRITE, OK);
         changed(path, [], tree.get(path)!.perms);
         return undefined;
       }
       case XS.MKDIR: {
         const path = resolve(args[0]);
+        access(path, parentOf(path));
         if (tree.has(path)) {
           this.#node(tree, conn, path, PERM_WRITE);
           this.#reply(conn, m, XS.MKDIR, OK);
           return undefined;
         }
         this.#checkCreate(tree, conn, path);
-        this.#write(tree, path, new Uint8Array(0), conn.domid);
+        apply((t) => {
+          if (!t.has(path)) this.#write(t, path, new Uint8Array(0), conn.domid);
+        });
         this.#reply(conn, m, XS.MKDIR, OK);
         changed(path, [], tree.get(path)!.perms);
         return undefined;
@@ -320,6 +349,7 @@ export class SimXenStored {
       case XS.RM: {
         const path = resolve(args[0]);
         if (path === "/") throw new XsFail("EINVAL");
+        access(path, parentOf(path));
         if (!tree.has(path)) {
           if (!tree.has(parentOf(path))) throw new XsFail("ENOENT");
           this.#reply(conn, m, XS.RM, OK);
@@ -327,20 +357,26 @@ export class SimXenStored {
         }
         const perms = this.#node(tree, conn, path, PERM_WRITE).perms;
         const removed = this.#rm(tree, path);
+        tx?.ops.push((t) => void this.#rm(t, path));
         this.#reply(conn, m, XS.RM, OK);
         changed(path, removed, perms);
         return undefined;
       }
       case XS.DIRECTORY: {
-        this.#reply(conn, m, XS.DIRECTORY, strings(...this.#node(tree, conn, resolve(args[0]), PERM_READ).children));
+        const path = resolve(args[0]);
+        access(path);
+        this.#reply(conn, m, XS.DIRECTORY, strings(...this.#node(tree, conn, path, PERM_READ).children));
         return undefined;
       }
       case XS.GET_PERMS: {
-        this.#reply(conn, m, XS.GET_PERMS, strings(...this.#node(tree, conn, resolve(args[0]), PERM_READ).perms.map(formatPermission)));
+        const path = resolve(args[0]);
+        access(path);
+        this.#reply(conn, m, XS.GET_PERMS, strings(...this.#node(tree, conn, path, PERM_READ).perms.map(formatPermission)));
         return undefined;
       }
       case XS.SET_PERMS: {
         const path = resolve(args[0]);
+        access(path);
         const n = this.#node(tree, conn, path, PERM_WRITE | PERM_OWNER);
         let perms: XsPermission[];
         try {
@@ -351,7 +387,12 @@ export class SimXenStored {
         if (perms.length === 0) throw new XsFail("EINVAL");
         // do_set_perms: an unprivileged domain may not give its node away.
         if (conn.domid !== 0 && perms[0]!.domid !== n.perms[0]!.domid) throw new XsFail("EPERM");
-        n.perms = perms;
+        apply((t) => {
+          const x = t.get(path);
+          if (!x) return;
+          x.perms = perms.map((p) => ({ ...p }));
+          x.gen = ++this.#gen;
+        });
         this.#reply(conn, m, XS.SET_PERMS, OK);
         changed(path, [], perms);
         return undefined;
@@ -380,7 +421,9 @@ export class SimXenStored {
       case XS.TRANSACTION_START: {
         if (m.txId !== 0) throw new XsFail("EBUSY");
         const id = this.#nextTx++;
-        conn.txs.set(id, { tree: cloneTree(this.#tree), generation: this.#generation, changed: [] });
+        const startGens = new Map<string, number>();
+        for (const [k, n] of this.#tree) startGens.set(k, n.gen);
+        conn.txs.set(id, { tree: cloneTree(this.#tree), startGens, accessed: new Set(), ops: [], changed: [] });
         this.#reply(conn, m, XS.TRANSACTION_START, strings(String(id)));
         return undefined;
       }
@@ -389,8 +432,10 @@ export class SimXenStored {
         if (!t) throw new XsFail("ENOENT");
         conn.txs.delete(m.txId);
         if (args[0] === "T") {
-          if (t.generation !== this.#generation) throw new XsFail("EAGAIN");
-          this.#tree = t.tree;
+          // finalize_transaction: EAGAIN if a node the transaction accessed changed (or appeared or went)
+          // since it started; otherwise its changes go in, on top of whatever else changed meanwhile.
+          for (const p of t.accessed) if ((t.startGens.get(p) ?? -1) !== (this.#tree.get(p)?.gen ?? -1)) throw new XsFail("EAGAIN");
+          for (const op of t.ops) op(this.#tree);
           for (const c of t.changed) this.#commitChange(c.path, c.removed, c.perms);
         } else if (args[0] !== "F") {
           throw new XsFail("EINVAL");
@@ -436,15 +481,17 @@ export class SimXenStored {
     const existing = tree.get(path);
     if (existing) {
       existing.value = value;
+      existing.gen = ++this.#gen;
       return;
     }
     const parent = parentOf(path);
     if (!tree.has(parent)) this.#write(tree, parent, new Uint8Array(0), domid);
     const p = tree.get(parent)!;
     p.children.add(baseName(path));
+    p.gen = ++this.#gen;
     const perms = p.perms.map((x) => ({ ...x }));
     if (domid !== 0) perms[0] = { domid, perm: perms[0]!.perm };
-    tree.set(path, { value, perms, children: new Set() });
+    tree.set(path, { value, perms, children: new Set(), gen: ++this.#gen });
   }
 
   #rm(tree: Tree, path: string): { path: string; perms: XsPermission[] }[] {
@@ -453,7 +500,11 @@ export class SimXenStored {
     const removed = [{ path, perms: n.perms }];
     for (const c of n.children) removed.push(...this.#rm(tree, `${path === "/" ? "" : path}/${c}`));
     tree.delete(path);
-    tree.get(parentOf(path))?.children.delete(baseName(path));
+    const parent = tree.get(parentOf(path));
+    if (parent) {
+      parent.children.delete(baseName(path));
+      parent.gen = ++this.#gen;
+    }
     return removed;
   }
 
@@ -462,7 +513,6 @@ export class SimXenStored {
    * about nodes it may read (xenstored_watch.c fire_watches checks perm_for_conn against the node's perms).
    */
   #commitChange(path: string, removed: { path: string; perms: XsPermission[] }[], perms: readonly XsPermission[]): void {
-    this.#generation++;
     for (const c of this.#conns) {
       for (const w of c.watches) {
         if (w.path.startsWith("@")) continue;
