@@ -15,6 +15,7 @@ export const commonOptions = {
   "socket-count": { type: "string", short: "c", default: "1" },
   client: { type: "boolean", default: false },
   "xen-mapper": { type: "string" },
+  "xen-mapper-option": { type: "string", multiple: true },
   "log-level": { type: "string", default: "info" },
   help: { type: "boolean", short: "h", default: false },
 } as const satisfies NonNullable<ParseArgsConfig["options"]>;
@@ -24,6 +25,8 @@ export const commonHelp = `  -s, --socket-path <PATH>   vhost-user socket; suffi
   -c, --socket-count <N>     number of sockets / devices [default: 1]
       --client               connect to PATH<i> (the front-end listens) instead of listening; retries and reconnects
       --xen-mapper <MODULE>  load a Xen region mapper (e.g. @xen-vhost/vm-memory-xen or ./mapper.js) and offer XEN_MMAP
+      --xen-mapper-option <KEY=VALUE>  an option for the mapper's createXenRegionMapper(), repeatable
+                             (vm-memory-xen: grantAccess=copy maps no NO_ADVANCE_MAP grant, it copies)
       --log-level <LEVEL>    debug | info | warn | error [default: info]; JSON lines on stderr
   -h, --help                 print this help`;
 
@@ -32,6 +35,8 @@ export interface CommonArgs {
   socketCount: number;
   client: boolean;
   xenMapper: string | undefined;
+  /** --xen-mapper-option KEY=VALUE pairs, given to createXenRegionMapper(). */
+  xenMapperOptions: Record<string, string>;
   logLevel: "debug" | "info" | "warn" | "error";
 }
 
@@ -50,7 +55,7 @@ export function parseNumber(text: string, what: string, max = Number.MAX_SAFE_IN
 }
 
 /** Checks the common values out of parseArgs' `values`. */
-export function commonArgs(values: Record<string, string | boolean | undefined>): CommonArgs {
+export function commonArgs(values: Record<string, string | boolean | string[] | undefined>): CommonArgs {
   const socketPath = values["socket-path"];
   if (typeof socketPath !== "string" || socketPath.length === 0) throw new UsageError("--socket-path is required");
   const socketCount = parseNumber(String(values["socket-count"] ?? "1"), "--socket-count", 64);
@@ -58,9 +63,19 @@ export function commonArgs(values: Record<string, string | boolean | undefined>)
   const logLevel = String(values["log-level"] ?? "info");
   if (!["debug", "info", "warn", "error"].includes(logLevel)) throw new UsageError(`--log-level: "${logLevel}" is not debug, info, warn or error`);
   const xen = values["xen-mapper"];
+  const raw = values["xen-mapper-option"];
+  const list = Array.isArray(raw) ? raw : typeof raw === "string" ? [raw] : [];
+  const xenMapperOptions: Record<string, string> = {};
+  for (const kv of list) {
+    const m = /^([A-Za-z_][A-Za-z0-9_]*)=(.*)$/.exec(kv);
+    if (!m) throw new UsageError(`--xen-mapper-option: "${kv}" is not KEY=VALUE`);
+    xenMapperOptions[m[1]!] = m[2]!;
+  }
+  if (list.length > 0 && typeof xen !== "string") throw new UsageError("--xen-mapper-option needs --xen-mapper");
   return {
     socketPath, socketCount, client: values["client"] === true,
     xenMapper: typeof xen === "string" ? xen : undefined,
+    xenMapperOptions,
     logLevel: logLevel as CommonArgs["logLevel"],
   };
 }
@@ -80,7 +95,7 @@ export async function runDaemons(name: string, args: CommonArgs, create: (index:
   const log = logger ?? jsonLogger(name, args.logLevel);
   let xenMapper: XenRegionMapper | undefined;
   if (args.xenMapper) {
-    xenMapper = await loadXenRegionMapper(args.xenMapper);
+    xenMapper = await loadXenRegionMapper(args.xenMapper, { ...args.xenMapperOptions, logger: log });
     log.info("Xen region mapper loaded; offering XEN_MMAP", { mapper: xenMapper.name });
   }
   const daemons: VhostUserDaemon[] = [];

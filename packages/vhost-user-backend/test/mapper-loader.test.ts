@@ -2,7 +2,8 @@ import { afterEach, expect, it } from "vitest";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { BackendError, loadXenRegionMapper } from "../src/index.js";
+import { parseArgs } from "node:util";
+import { BackendError, UsageError, commonArgs, commonOptions, loadXenRegionMapper } from "../src/index.js";
 
 const cwd = process.cwd();
 let dir: string | undefined;
@@ -35,4 +36,13 @@ it("names what is wrong: missing module, no factory, not a mapper", async () => 
   rmSync(dir!, { recursive: true, force: true });
   process.chdir(pkg("bad-mapper", "export function createXenRegionMapper() { return { name: 1 }; }"));
   await expect(loadXenRegionMapper("bad-mapper")).rejects.toThrow(/did not return a XenRegionMapper/);
+});
+
+it("--xen-mapper-option KEY=VALUE pairs reach createXenRegionMapper; malformed ones are usage errors", () => {
+  const parse = (args: string[]) => commonArgs(parseArgs({ args, options: commonOptions, strict: true }).values);
+  const a = parse(["-s", "/tmp/x", "--xen-mapper", "@xen-vhost/vm-memory-xen", "--xen-mapper-option", "grantAccess=copy", "--xen-mapper-option", "tag=a=b"]);
+  expect(a.xenMapperOptions).toEqual({ grantAccess: "copy", tag: "a=b" });
+  expect(parse(["-s", "/tmp/x"]).xenMapperOptions).toEqual({});
+  expect(() => parse(["-s", "/tmp/x", "--xen-mapper", "m", "--xen-mapper-option", "novalue"])).toThrow(UsageError);
+  expect(() => parse(["-s", "/tmp/x", "--xen-mapper-option", "grantAccess=copy"])).toThrow(/needs --xen-mapper/);
 });
