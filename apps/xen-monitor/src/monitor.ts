@@ -13,9 +13,10 @@ export interface MonitorOptions {
   scheduling?: boolean;
   /**
    * How long a new domain may stay unreported while it is being built (no vCPU online yet) or XenStore has
-   * no name for it (default 3000 ms): `xl create` brings the vCPUs up, fills the memory and writes the name
-   * just after the domain exists, and a created line should say who it is and what it got. Polls in between
-   * treat the domain as not seen yet; after this it is reported as it is.
+   * no name for it (default 10 s; under emulation xl took over 3 s to bring the first vCPU up): `xl create`
+   * brings the vCPUs up, fills the memory and writes the name just after the domain exists, and a created
+   * line should say who it is and what it got. Polls in between treat the domain as not seen yet; after
+   * this it is reported as it is.
    */
   nameWaitMs?: number;
 }
@@ -33,7 +34,7 @@ export class Monitor {
     this.#xen = options.xen;
     this.#names = options.names ?? noNames;
     this.#scheduling = options.scheduling ?? false;
-    this.#nameWaitMs = options.nameWaitMs ?? 3000;
+    this.#nameWaitMs = options.nameWaitMs ?? 10_000;
   }
 
   /** The last view (undefined before the first poll). */
