@@ -154,6 +154,15 @@ export class ShadowRings extends EventEmitter<ShadowRingsEvents> implements Disp
     }
   }
 
+  /**
+   * The vring base for a queue as a (re)connecting backend gets it: the shadow ring is rebuilt for that
+   * connection first (see ShadowQueue.prepareReplay). For the Frontend's `restoreVringBase` option.
+   */
+  restoreVringBase(queue: number, lastKnown: number): number {
+    const r = this.#rings.get(queue);
+    return r ? r.relay.prepareReplay() : lastKnown;
+  }
+
   /** QueueNotify that reached the device (no ioeventfd): relay the queue. */
   notify(queue: number): void {
     this.#rings.get(queue)?.relay.scheduleGuestKick();

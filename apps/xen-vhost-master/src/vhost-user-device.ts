@@ -157,6 +157,14 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
     return this.#fe;
   }
 
+  /**
+   * For the Frontend's `restoreVringBase` option: in shadow mode every (re)connection attempt gets a freshly
+   * built shadow ring with the in-flight requests re-posted, at base 0; in direct mode the last known base.
+   */
+  restoreVringBase(queue: number, lastKnown: number): number {
+    return this.#shadowRings ? this.#shadowRings.restoreVringBase(queue, lastKnown) : lastKnown;
+  }
+
   /** Shadow mode's relays while the device runs (undefined in direct mode or before DRIVER_OK). */
   get shadowRings(): ShadowRings | undefined {
     return this.#shadowRings;

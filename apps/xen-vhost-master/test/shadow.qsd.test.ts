@@ -129,12 +129,18 @@ describe.skipIf(!hasQsd)("shadow mode against qemu-storage-daemon (needs qemu-st
   it("backend restart: qemu-storage-daemon is killed with reads in flight; a new one gets them re-posted, none is lost", async () => {
     const leaks = fdLeakCheck();
     const mem = new GuestMemory([MmapRegion.memfd(RAM, RAM_SIZE)]);
-    const fe = await Frontend.connect(qsd.socket, { reconnect: { attempts: 400, initialDelayMs: 10, maxDelayMs: 50 } });
+    let device: VhostUserDevice | undefined;
+    const fe = await Frontend.connect(qsd.socket, {
+      reconnect: { attempts: 400, initialDelayMs: 10, maxDelayMs: 50 },
+      // what the bridge passes too: each reconnection attempt gets a freshly built shadow ring
+      restoreVringBase: (i, last) => device?.restoreVringBase(i, last) ?? last,
+    });
     const blk = deviceType("blk")!;
     const dev = await VhostUserDevice.create({
       frontend: fe, deviceId: blk.id, defaultQueues: blk.queues, queueMaxSize: 256, configSize: 8,
       memory: () => [], translate: () => 0n, shadow: "always", guestMemory: () => mem,
     });
+    device = dev;
     let failed: Error | undefined;
     dev.on("failed", (e) => (failed = e));
     const g = await MmioGuest.start(dev, { mem, base: RAM, bytes: RAM_SIZE, queueSizes: [128] });
@@ -169,6 +175,8 @@ describe.skipIf(!hasQsd)("shadow mode against qemu-storage-daemon (needs qemu-st
     const until = Date.now() + 20_000;
     while (done < before + 500 && Date.now() < until && !bad) await new Promise((r) => setTimeout(r, 10));
     stop = true;
+    if (done < before + 500)
+      bad ??= `stuck after restart: ${JSON.stringify({ done, before, pending: g.pending, inFlight: relay.inFlight, stats: relay.stats, shadowUsed: dev.shadowRings?.memory.memory.load16(relay.shadowRing.used + 2n), shadowAvail: dev.shadowRings?.memory.memory.load16(relay.shadowRing.avail + 2n) })}`;
     if (!bad) await workers;
     expect(bad).toBeUndefined();
     expect(failed).toBeUndefined();

@@ -333,6 +333,34 @@ describe("ShadowQueue", () => {
     expect(h.relay.poolUsed).toBe(0);
   });
 
+  it("a half-finished reconnection: the backend that started on the ring is harvested, the next gets a fresh ring", () => {
+    using h = relayHarness({ size: 16, relay: { onBackendLoss: "fail" } });
+    const g = h.dataBase;
+    h.relay.backendLost(); // nothing in flight yet
+    for (let i = 0; i < 4; i++) h.driver.add({ readable: [{ addr: g + i * 64, len: 4 }], writable: [{ addr: g + 0x1000 + i * 64, len: 4 }] }, { token: i });
+    h.relay.onGuestKick(); // posted while down: not kicked
+    expect(h.kicks).toBe(0);
+    // attempt 1: a backend gets the ring, completes two, and the connection drops before it is ready
+    expect(h.relay.prepareReplay()).toBe(0);
+    h.newDevice();
+    const first = popAll(h);
+    expect(first).toHaveLength(4);
+    for (const c of first.slice(0, 2)) echo(h, c);
+    // attempt 2: the ring is rebuilt: the two completions count, the other two are posted again
+    expect(h.relay.prepareReplay()).toBe(0);
+    expect(h.driver.harvest()).toHaveLength(2);
+    h.newDevice();
+    h.relay.backendRestored();
+    expect(h.kicks).toBe(1);
+    const again = popAll(h);
+    expect(again).toHaveLength(2);
+    for (const c of again) echo(h, c);
+    h.relay.onBackendCall();
+    expect(h.driver.harvest()).toHaveLength(2);
+    expect(h.relay.stats.failed).toBe(0);
+    expect(h.relay.inFlight).toBe(0);
+  });
+
   it("backend loss, policy fail: in-flight blk requests complete with VIRTIO_BLK_S_IOERR", () => {
     using h = relayHarness({ relay: { onBackendLoss: "fail", failRequest: failBlk } });
     const g = h.dataBase;

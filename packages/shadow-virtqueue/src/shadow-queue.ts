@@ -464,18 +464,37 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
 
   /**
    * The backend connection is gone (crash or restart). Completions it published are harvested first;
-   * the rest are re-posted on a fresh shadow ring (index 0, which a reconnecting vhost-user front-end
-   * replays as the vring base) or failed to the guest, per `onBackendLoss`.
+   * the rest are re-posted on a fresh shadow ring (index 0) or failed to the guest, per `onBackendLoss`.
+   * Until `backendRestored()`, new guest requests are posted but the backend is not kicked.
    */
   backendLost(): void {
     if (this.#closed || this.#broken) return;
-    this.onBackendCall();
-    if (this.#broken) return;
     this.#backendDown = true;
+    const n = this.#resetShadowRing(this.#o.onBackendLoss ?? "repost");
+    this.#log.info("backend lost", { queue: this.index, inFlight: n, policy: this.#o.onBackendLoss ?? "repost" });
+  }
+
+  /**
+   * A backend connection is about to be given the shadow ring (vhost-user front-ends: from the
+   * `restoreVringBase` hook, i.e. at SET_VRING_BASE of every replay attempt). A half-finished earlier
+   * attempt may have let a backend start on the ring, so it is built afresh once more: what that backend
+   * published is harvested, everything still in flight is re-posted. Returns the vring base to send (0).
+   */
+  prepareReplay(): number {
+    if (this.#closed || this.#broken) return 0;
+    this.#backendDown = true;
+    this.#resetShadowRing("repost");
+    return 0;
+  }
+
+  /** Harvests, builds a fresh ring at index 0 and re-posts or fails what is in flight; returns that count. */
+  #resetShadowRing(policy: BackendLossPolicy): number {
+    this.onBackendCall();
+    if (this.#broken) return 0;
     const pending = [...this.#inFlight];
     try {
       this.#driver = this.#newDriver();
-      if ((this.#o.onBackendLoss ?? "repost") === "repost") {
+      if (policy === "repost") {
         for (const req of pending) this.#add(req);
         this.#driver.publish();
         this.stats.reposted += pending.length;
@@ -494,7 +513,7 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
     } catch (e) {
       this.#fail(this.#classify(e, "guest"));
     }
-    this.#log.info("backend lost", { queue: this.index, inFlight: pending.length, policy: this.#o.onBackendLoss ?? "repost" });
+    return pending.length;
   }
 
   /** A backend serves the shadow ring again (after the front-end replayed it): kick it for what waits. */
