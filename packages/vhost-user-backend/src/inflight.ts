@@ -97,34 +97,41 @@ export class InflightQueue {
     return this.#u32[w]! + this.#u32[w + 1]! * 0x1_0000_0000;
   }
 
-  /** A fresh region for `descNum` descriptors: version 1, nothing in flight. */
-  initialise(descNum: number): void {
+  /**
+   * Starts tracking a ring of `descNum` descriptors whose used idx is `usedIdx`: version 1, nothing in
+   * flight. Recording the ring's used idx matters: a ring resumed at index N (after a migration, or a
+   * front-end that set the area up late) must not look like N completions the area never saw.
+   */
+  initialise(descNum: number, usedIdx = 0): void {
     if (!Number.isInteger(descNum) || descNum < 1 || descNum > this.capacity)
       throw new RangeError(`inflight region for ${descNum} descriptors does not fit ${this.capacity}`);
     this.#u8.fill(0);
     this.#u16[H_VERSION] = INFLIGHT_VERSION;
     this.#u16[H_DESC_NUM] = descNum;
+    this.#u16[H_USED_IDX] = usedIdx & 0xffff;
     this.#counter = 0;
   }
 
-  /** Device reset: nothing is in flight any more (the driver re-creates its rings). */
+  /**
+   * Device reset: nothing is in flight any more (the driver re-creates its rings). The region goes back to
+   * version 0, so the next ring start initialises it from that ring.
+   */
   clear(): void {
-    const descNum = this.descNum;
-    this.#u8.fill(0, 8); // keep `features` (0) and rewrite the header below
-    this.#u16[H_VERSION] = INFLIGHT_VERSION;
-    this.#u16[H_DESC_NUM] = descNum === 0 ? this.capacity : descNum;
+    this.#u8.fill(0);
     this.#counter = 0;
   }
 
   /**
    * Ring start ("When reconnecting"): repairs the last batch if the old back-end stopped between publishing
    * the used idx and recording it, and returns the heads still in flight in the order they were fetched.
-   * A region never used (version 0: zeroed by the front-end) is initialised and has nothing in flight.
+   * A region never used (version 0: as allocated, after a reset, or zeroed by the front-end) is initialised
+   * for this ring at its used idx and has nothing in flight (libvhost-user's vu_check_queue_inflights).
    * @throws BackendError InvalidVring if the region contradicts the ring (size, indices, batch list).
    */
   recover(ringSize: number, ringUsedIdx: number): number[] {
     if (this.version === 0) {
-      this.initialise(Math.min(this.capacity, Math.max(ringSize, 1)));
+      if (ringSize > this.capacity) throw new BackendError("InvalidVring", `inflight region has room for ${this.capacity} descriptors, the ring has ${ringSize}`);
+      this.initialise(ringSize, ringUsedIdx);
       return [];
     }
     if (this.version !== INFLIGHT_VERSION) throw new BackendError("InvalidVring", `inflight region version ${this.version}, expected ${INFLIGHT_VERSION}`);
@@ -196,13 +203,14 @@ export class InflightArea implements Disposable {
   readonly #mapping: MemoryMapping;
   readonly #queues: InflightQueue[];
 
-  private constructor(mapping: MemoryMapping, numQueues: number, queueSize: number, perQueue: number, fresh: boolean) {
+  private constructor(mapping: MemoryMapping, numQueues: number, queueSize: number, perQueue: number) {
     this.#mapping = mapping;
     this.numQueues = numQueues;
     this.queueSize = queueSize;
     this.mmapSize = mapping.length;
+    // A new area stays zeroed (version 0) until each ring starts on it: libvhost-user does the same, and
+    // the ring's used idx is only known then.
     this.#queues = Array.from({ length: numQueues }, (_, i) => new InflightQueue(mapping.buffer, i * perQueue, perQueue));
-    if (fresh) for (const q of this.#queues) q.initialise(queueSize);
   }
 
   /**
@@ -216,7 +224,7 @@ export class InflightArea implements Disposable {
     const fd = memfdCreate("vhost-user-inflight");
     try {
       ftruncate(fd, size);
-      const area = new InflightArea(new MemoryMapping(size, { fd }), numQueues, queueSize, per, true);
+      const area = new InflightArea(new MemoryMapping(size, { fd }), numQueues, queueSize, per);
       return { area, fd, description: { mmapSize: BigInt(size), mmapOffset: 0n, numQueues, queueSize } };
     } catch (err) {
       closeFd(fd);
@@ -255,7 +263,7 @@ export class InflightArea implements Disposable {
     } catch (err) {
       throw new BackendError("InvalidParam", `SET_INFLIGHT_FD: mmap failed: ${(err as Error).message}`, { cause: err });
     }
-    return new InflightArea(mapping, d.numQueues, d.queueSize, perQueue, false);
+    return new InflightArea(mapping, d.numQueues, d.queueSize, perQueue);
   }
 
   /** The region of queue `index`, if the area has one. */

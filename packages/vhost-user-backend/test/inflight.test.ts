@@ -71,6 +71,9 @@ describe("inflight area layout (vhost-user.rst DescStateSplit / QueueRegionSplit
   it("records fetches, completions and the used idx in the spec's fields", () => {
     using area = area8(2);
     const q = area.queue(1)!;
+    // as allocated: zeroed until the ring starts on it
+    expect([q.version, q.descNum, q.usedIdx]).toEqual([0, 0, 0]);
+    expect(q.recover(8, 0)).toEqual([]);
     expect([q.version, q.descNum, q.usedIdx]).toEqual([1, 8, 0]);
     for (const h of [3, 1, 7]) q.fetched(h);
     q.beforeUsed(1);
@@ -83,13 +86,26 @@ describe("inflight area layout (vhost-user.rst DescStateSplit / QueueRegionSplit
     // and the counter continues after the largest one
     q.fetched(5);
     expect(q.counterOf(5)).toBe(3);
-    expect(area.queue(0)!.recover(8, 0)).toEqual([]);
     expect(area.queue(2)).toBeUndefined();
+  });
+
+  it("a fresh region on a ring resumed at used idx 500 starts from there (no phantom batch of 500)", () => {
+    using area = area8(1);
+    const q = area.queue(0)!;
+    expect(q.recover(8, 500)).toEqual([]);
+    expect(q.usedIdx).toBe(500);
+    q.fetched(3);
+    // the back-end dies before completing it: the next one resubmits 3
+    expect(q.recover(8, 500)).toEqual([3]);
+    // a device reset clears the region back to version 0
+    area.clear();
+    expect([q.version, q.isInflight(3)]).toEqual([0, false]);
   });
 
   it("a back-end that died between publishing the used idx and recording it: the last batch is not resubmitted", () => {
     using area = area8(1);
     const q = area.queue(0)!;
+    q.recover(8, 0);
     q.fetched(4);
     q.fetched(6);
     q.beforeUsed(4);
@@ -103,6 +119,7 @@ describe("inflight area layout (vhost-user.rst DescStateSplit / QueueRegionSplit
   it("a region that contradicts the ring is refused (InvalidVring), never resubmitted", () => {
     using area = area8(1);
     const q = area.queue(0)!;
+    q.recover(8, 0);
     q.fetched(2);
     // the used ring is 9 entries ahead of used_idx: more than the 8 descriptors the region tracks
     expect(() => q.recover(8, 9)).toThrow(BackendError);
@@ -234,7 +251,7 @@ describe("inflight requests across a reconnect (vhost-user-master Frontend, real
     await g.fe.setStatus(0);
     const q = daemon.handler!.inflightArea!.queue(0)!;
     expect(q.isInflight(0)).toBe(false);
-    expect(q.usedIdx).toBe(0);
+    expect([q.version, q.usedIdx]).toEqual([0, 0]);
   });
 
   it("without inflight tracking the replay starts from the base the front-end last knew: a completed request runs again", async () => {
