@@ -197,8 +197,8 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       }
       const guest = await this.#guest(p.domid);
       // Shadow mode rebuilds its rings for every reconnection attempt (VhostUserDevice.restoreVringBase).
-      let restore: ((queue: number, last: number) => number) | undefined;
-      const frontendOptions = { logger: log.child({ module: "vhost-user" }), reconnect: true, restoreVringBase: (q: number, last: number) => restore?.(q, last) ?? last };
+      const hook: { restore?: (queue: number, last: number) => number } = {};
+      const frontendOptions = { logger: log.child({ module: "vhost-user" }), reconnect: true, restoreVringBase: (q: number, last: number) => hook.restore?.(q, last) ?? last };
       const frontend = p.config.socketMode === "server" ? await Frontend.listen(socket, frontendOptions) : await Frontend.connect(socket, frontendOptions);
       undo.push(() => frontend.close());
       const type = deviceType(p.deviceId);
@@ -225,7 +225,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         logger: log.child({ module: "device" }),
       });
       undo.push(() => device.close());
-      restore = (q, last) => device.restoreVringBase(q, last);
+      hook.restore = (q, last) => device.restoreVringBase(q, last);
       const validateQueue = (q: QueueConfig): string | undefined => {
         const parts: [string, bigint, number][] = [["descriptor table", q.desc, 16 * q.size], ["driver area", q.avail, 6 + 2 * q.size], ["device area", q.used, 6 + 8 * q.size]];
         for (const [what, addr, len] of parts) if (!guest.memory.checkRange(addr, len)) return `${what} at 0x${addr.toString(16)} is outside guest RAM`;
