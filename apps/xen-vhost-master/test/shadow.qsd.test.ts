@@ -129,18 +129,18 @@ describe.skipIf(!hasQsd)("shadow mode against qemu-storage-daemon (needs qemu-st
   it("backend restart: qemu-storage-daemon is killed with reads in flight; a new one gets them re-posted, none is lost", async () => {
     const leaks = fdLeakCheck();
     const mem = new GuestMemory([MmapRegion.memfd(RAM, RAM_SIZE)]);
-    let device: VhostUserDevice | undefined;
+    const hook: { device?: VhostUserDevice } = {};
     const fe = await Frontend.connect(qsd.socket, {
       reconnect: { attempts: 400, initialDelayMs: 10, maxDelayMs: 50 },
       // what the bridge passes too: each reconnection attempt gets a freshly built shadow ring
-      restoreVringBase: (i, last) => device?.restoreVringBase(i, last) ?? last,
+      restoreVringBase: (i, last) => hook.device?.restoreVringBase(i, last) ?? last,
     });
     const blk = deviceType("blk")!;
     const dev = await VhostUserDevice.create({
       frontend: fe, deviceId: blk.id, defaultQueues: blk.queues, queueMaxSize: 256, configSize: 8,
       memory: () => [], translate: () => 0n, shadow: "always", guestMemory: () => mem,
     });
-    device = dev;
+    hook.device = dev;
     let failed: Error | undefined;
     dev.on("failed", (e) => (failed = e));
     const g = await MmioGuest.start(dev, { mem, base: RAM, bytes: RAM_SIZE, queueSizes: [128] });
