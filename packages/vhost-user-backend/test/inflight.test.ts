@@ -155,7 +155,8 @@ interface Guest {
   kick: EventFd;
   call: EventFd;
   reconnects: number;
-  post(text: string): void;
+  /** Adds a request and kicks; returns its head. */
+  post(text: string): number;
   used(n: number, ms?: number): Promise<string[]>;
 }
 
@@ -182,8 +183,9 @@ async function guest(path: string, options: { inflight?: boolean } = {}): Promis
     post(text) {
       const at = 0x10_0000 + (slot++ % 128) * 0x1000;
       mem.write(at, enc.encode(text));
-      driver.add({ readable: [{ addr: at, len: text.length }], writable: [{ addr: at + 0x800, len: 64 }] }, { token: `${at}` });
+      const head = driver.add({ readable: [{ addr: at, len: text.length }], writable: [{ addr: at + 0x800, len: 64 }] }, { token: `${at}` });
       kick.write(1);
+      return head;
     },
     async used(n, ms = 10_000) {
       const out: UsedElement<string>[] = [];
@@ -219,10 +221,18 @@ describe("inflight requests across a reconnect (vhost-user-master Frontend, real
     const device = new HoldingDevice();
     const daemon = track(new VhostUserDaemon(device, { socket: path }).start());
     const g = await guest(path);
-    for (const t of ["a", "b", "c"]) g.post(t);
+    const heads = ["a", "b", "c"].map((t) => g.post(t));
     await until("3 held requests", () => device.held.length === 3);
     device.complete(["b"]);
     expect(await g.used(1)).toEqual(["done:b"]);
+    // what the front-end sees in the area, through vhost-user-master's reader (checked against DPDK's
+    // vhost_blk, an independent implementation of the same layout)
+    expect(g.fe.inflightArea?.mmapSize).toBe(BigInt(inflightQueueRegionSize(256)));
+    {
+      using region = g.fe.mapInflight();
+      expect(region.queue(0)).toMatchObject({ version: 1, desc_num: 256, used_idx: 1, last_batch_head: heads[1] });
+      expect(region.inflightHeads(0)).toEqual([heads[0], heads[2]]);
+    }
 
     daemon.handler!.close(); // the back-end side drops the connection mid-request
     await until("the Frontend's reconnect", () => g.reconnects === 1);
