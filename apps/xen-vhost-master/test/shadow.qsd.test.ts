@@ -4,7 +4,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { Frontend } from "@xen-vhost/vhost-user-master";
 import { GuestMemory, MmapRegion } from "@xen-vhost/vm-memory";
-import { deviceType } from "@xen-vhost/virtio-mmio";
+import { deviceType, VirtioStatus, VIRTIO_MMIO_QUEUE_NOTIFY } from "@xen-vhost/virtio-mmio";
+import { AVAIL_IDX, AVAIL_RING, VIRTQ_DESC_F_NEXT, VirtqDesc } from "@xen-vhost/virtio-queue";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { hasQsd, sectorContent, startQsd, SECTOR, type Qsd } from "@xen-vhost/vhost-user-master/testing";
 import { VhostUserDevice } from "../src/vhost-user-device.js";
@@ -189,6 +190,64 @@ describe.skipIf(!hasQsd)("shadow mode against qemu-storage-daemon (needs qemu-st
     await g.reset();
     dev.close();
     mem.close();
+    await new Promise((res) => setTimeout(res, 20));
+    expect(leaks.check()).toEqual([]);
+  }, 60_000);
+
+  it("hostile chains (loop, length past RAM, head past the ring) put only that device in NEEDS_RESET; another device keeps serving", async () => {
+    const leaks = fdLeakCheck();
+    const other = await startQsd({ sectors: 2048 });
+    const blk = deviceType("blk")!;
+    const make = async (socket: string, mem: GuestMemory) =>
+      VhostUserDevice.create({
+        frontend: await Frontend.connect(socket), deviceId: blk.id, defaultQueues: 1, queueMaxSize: 256, configSize: 8,
+        memory: () => [], translate: () => 0n, shadow: "always", guestMemory: () => mem,
+      });
+    const attacks: [string, (mem: GuestMemory, desc: bigint, data: bigint) => { descs: { addr: bigint; len: number; flags: number; next: number }[]; head: number }][] = [
+      ["descriptor loop", (_m, _d, data) => ({ descs: [{ addr: data, len: 16, flags: VIRTQ_DESC_F_NEXT, next: 1 }, { addr: data, len: 16, flags: VIRTQ_DESC_F_NEXT, next: 0 }], head: 0 })],
+      ["length past guest RAM", (_m, _d, data) => ({ descs: [{ addr: data, len: 0x7000_0000, flags: 0, next: 0 }], head: 0 })],
+      ["head index past the ring", () => ({ descs: [], head: 4000 })],
+    ];
+    const goodMem = new GuestMemory([MmapRegion.memfd(RAM, RAM_SIZE)]);
+    const good = await make(other.socket, goodMem);
+    const gg = await MmioGuest.start(good, { mem: goodMem, base: RAM, bytes: RAM_SIZE, queueSizes: [64] });
+    const gslot = { hdr: gg.alloc(16), data: gg.alloc(SECTOR, 512), status: gg.alloc(1) };
+    const goodRead = async (sec: number) => {
+      header(goodMem, gslot.hdr, T_IN, sec);
+      await gg.submit(0, { readable: [{ addr: gslot.hdr, len: 16 }], writable: [{ addr: gslot.data, len: SECTOR }, { addr: gslot.status, len: 1 }] });
+      expect(goodMem.read(gslot.data, SECTOR)).toEqual(sectorContent(sec));
+    };
+    for (const [what, attack] of attacks) {
+      const mem = new GuestMemory([MmapRegion.memfd(RAM, RAM_SIZE)]);
+      const dev = await make(qsd.socket, mem);
+      const g = await MmioGuest.start(dev, { mem, base: RAM, bytes: RAM_SIZE, queueSizes: [64] });
+      const broken: string[] = [];
+      dev.on("broken", (e) => broken.push(`${e.kind}: ${(e.cause as Error).message}`));
+      const q = g.queues[0]!;
+      const { descs, head } = attack(mem, q.descTable.value, g.alloc(4096));
+      descs.forEach((d, i) => mem.writeObj(q.descTable.value + BigInt(16 * i), VirtqDesc, d));
+      mem.store16(q.availRing.value + BigInt(AVAIL_RING), head);
+      mem.store16(q.availRing.value + BigInt(AVAIL_IDX), 1);
+      await g.mmio.write(VIRTIO_MMIO_QUEUE_NOTIFY, 4, 0);
+      await new Promise((r) => setTimeout(r, 10));
+      expect(broken, what).toHaveLength(1);
+      expect(broken[0]).toMatch(/^GuestChain: chain/);
+      expect(g.mmio.status & VirtioStatus.DEVICE_NEEDS_RESET, what).toBe(VirtioStatus.DEVICE_NEEDS_RESET);
+      const st = dev.shadowRings!.stats().get(0)!;
+      expect(st.posted).toBe(0);
+      expect(st.poolUsed).toBe(0);
+      expect(dev.shadowRings!.memory.totalSize).toBeLessThan(5 << 20);
+      // the other device is unaffected
+      await goodRead(7);
+      // the guest resets the device: it can be used again
+      await g.reset();
+      dev.close();
+      mem.close();
+    }
+    await gg.reset();
+    good.close();
+    goodMem.close();
+    await other.stop();
     await new Promise((res) => setTimeout(res, 20));
     expect(leaks.check()).toEqual([]);
   }, 60_000);
