@@ -216,6 +216,26 @@ describe("inflight requests across a reconnect (vhost-user-master Frontend, real
     expect((await b.u64("GET_PROTOCOL_FEATURES")) & bit).toBe(0n);
   });
 
+  it("bad GET/SET_INFLIGHT_FD: a description that does not fit its file gets a failure status (fd closed), too many queues closes the connection", async () => {
+    const path = join(dir, "bad.sock");
+    track(new VhostUserDaemon(new HoldingDevice(), { socket: path }).start());
+    const fe = track(TestFrontend.connect(path));
+    await fe.negotiate({ protocol: ["MQ", "REPLY_ACK", "INFLIGHT_SHMFD"] });
+    const fd = memfdCreate("small");
+    try {
+      ftruncate(fd, 4096);
+      const tooBig = { kind: "inflight" as const, mmapSize: 1n << 20n, mmapOffset: 0n, numQueues: 1, queueSize: 256 };
+      expect(await fe.ack("SET_INFLIGHT_FD", tooBig, [fd])).toBe(1n);
+      const ok = { kind: "inflight" as const, mmapSize: 4096n, mmapOffset: 0n, numQueues: 1, queueSize: 128 };
+      expect(await fe.ack("SET_INFLIGHT_FD", ok, [fd])).toBe(0n);
+    } finally {
+      closeFd(fd);
+    }
+    // GET_INFLIGHT_FD has its own reply, so a failure cannot be reported: the connection closes
+    void fe.request("GET_INFLIGHT_FD", { kind: "inflight", mmapSize: 0n, mmapOffset: 0n, numQueues: 5, queueSize: 128 }).catch(() => undefined);
+    expect((await fe.whenClosed())?.kind).toBe("Disconnected");
+  });
+
   it("a connection dropped while the device holds requests: they come back in fetch order and complete exactly once", async () => {
     const path = join(dir, "hold.sock");
     const device = new HoldingDevice();
