@@ -6,7 +6,10 @@
 //   perms?: string[]                   nodes whose permissions to report
 //   foreignWatch?: string              a path to watch that the guest may not read (events must not arrive)
 //   waitFor?: { path: string; value: string; timeoutMs?: number }  watch `path` until it reads `value`
+//   raw?: { type: number; args: string[] }[]   requests of any type (a hostile guest): "OK" or the error code
+//   setPerms?: { path: string; perms: string[] }[]   XS_SET_PERMS ("n1", "r0"...): "OK" or the error code
 // }
+import { parsePermission, strings } from "@xen-vhost/xen-sys";
 import { XenBusError } from "../xenbus.js";
 import type { GuestContext } from "../program.js";
 
@@ -17,6 +20,8 @@ interface Args {
   perms?: string[];
   foreignWatch?: string;
   waitFor?: { path: string; value: string; timeoutMs?: number };
+  raw?: { type: number; args: string[] }[];
+  setPerms?: { path: string; perms: string[] }[];
 }
 
 function outcome(f: () => string | void): string {
@@ -44,6 +49,8 @@ export default function xenbus(ctx: GuestContext): unknown {
   }
   if (a.read) result["read"] = Object.fromEntries(a.read.map((p) => [p, outcome(() => bus.read(p))]));
   if (a.tryWrite) result["tryWrite"] = Object.fromEntries(a.tryWrite.map((p) => [p, outcome(() => bus.write(p, "x"))]));
+  if (a.raw) result["raw"] = a.raw.map((r) => outcome(() => void bus.request(r.type, strings(...r.args))));
+  if (a.setPerms) result["setPerms"] = a.setPerms.map((r) => outcome(() => bus.setPerms(r.path, r.perms.map(parsePermission))));
   if (a.perms) result["perms"] = Object.fromEntries(a.perms.map((p) => [p, bus.getPerms(p).map((x) => `${x.perm}:${x.domid}`)]));
   if (a.waitFor) {
     const { path, value } = a.waitFor;

@@ -113,6 +113,8 @@ export class VirtioFsDriver {
     const numRequestQueues = drv.readConfig32(VIRTIO_FS_CONFIG.numRequestQueues);
     // virtio_fs.c virtio_fs_read_tag / virtio_fs_setup_vqs: an empty tag or no request queue is refused.
     if (tag.length === 0) throw new SimError("GuestFailed", "virtio-fs device has an empty tag");
+    // virtio_fs_read_tag: newlines are refused (they break mount(8) lines and the sysfs/uevent tag).
+    if (tag.includes("\n")) throw new SimError("GuestFailed", "virtio-fs tag contains a newline");
     if (numRequestQueues < 1) throw new SimError("GuestFailed", `virtio-fs num_request_queues ${numRequestQueues}`);
     drv.setupQueue(HIPRIO, options.queueSize ?? 64);
     drv.setupQueue(REQUEST, options.queueSize ?? 64);
