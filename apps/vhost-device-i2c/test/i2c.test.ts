@@ -191,6 +191,14 @@ describe("errors the guest sees", () => {
     // no status byte at all: returned with length 0
     s.post(0, { readable: [{ addr: DATA + 0x7000, len: 8 }] });
     expect((await s.used(0))[0]!.len).toBe(0);
+    // a read of 65536 bytes: i2c_msg.len is a u16, so ERR (and not a byte of the buffer written)
+    s.mem.write(DATA + 0x9000, VirtioI2cOutHdr.encode({ addr: 0x50 << 1, padding: 0, flags: VIRTIO_I2C_FLAGS_M_RD }));
+    s.mem.fill(DATA + 0x1_0000, 0x1_0000, 0xee);
+    s.mem.write(DATA + 0x3_0000, Uint8Array.of(0xee));
+    s.post(0, { readable: [{ addr: DATA + 0x9000, len: 8 }], writable: [{ addr: DATA + 0x1_0000, len: 0x1_0000 }, { addr: DATA + 0x3_0000, len: 1 }] });
+    expect((await s.used(0))[0]!.len).toBe(1);
+    expect(s.mem.read(DATA + 0x3_0000, 1)[0]).toBe(1);
+    expect(s.mem.read(DATA + 0x1_0000, 16).every((b) => b === 0xee)).toBe(true);
     // the device still works
     const [ok] = await transfer(s, [{ addr: 0x50, read: 1 }]);
     expect(ok!.status).toBe(0);
