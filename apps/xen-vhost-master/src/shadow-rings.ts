@@ -39,6 +39,8 @@ export interface ShadowRingsOptions {
   frontend: Frontend;
   deviceId: number;
   guestMemory: GuestMemory;
+  /** Close `guestMemory` when the rings stop (it was made for them, e.g. a ShadowGuestMemory). */
+  ownsGuestMemory?: boolean;
   /** Pool bytes per queue (default: the package's). */
   poolBytes?: number;
   /** The guest's doorbell of a queue when a notifier delivers QueueNotify itself (ioeventfd). Borrowed. */
@@ -63,6 +65,7 @@ interface Ring {
 export class ShadowRings extends EventEmitter<ShadowRingsEvents> implements Disposable {
   readonly memory: ShadowMemory;
   readonly #rings = new Map<number, Ring>();
+  #ownedGuestMemory: GuestMemory | undefined;
   readonly #log: Logger;
   readonly #offDisconnect: () => void;
   #closed = false;
@@ -96,6 +99,10 @@ export class ShadowRings extends EventEmitter<ShadowRingsEvents> implements Disp
       { ...(o.poolBytes !== undefined ? { poolBytes: o.poolBytes } : {}), name: `shadow-vq-dev${o.deviceId}` },
     );
     const self = new ShadowRings(o.frontend, memory, log);
+    if (o.ownsGuestMemory) self.#ownedGuestMemory = o.guestMemory;
+    // Guest memory with grant mappings drops them after completions (see shadow-grants.ts).
+    const flushable = o.guestMemory as Partial<{ flushGrants(): void }>;
+    const afterCompletions = typeof flushable.flushGrants === "function" ? () => flushable.flushGrants!() : undefined;
     try {
       await o.frontend.setFeatures(backendFeatures);
       const regions = memory.vhostUserRegions();
@@ -118,6 +125,7 @@ export class ShadowRings extends EventEmitter<ShadowRingsEvents> implements Disp
           ...policy,
           kickBackend: () => backendKick.write(1),
           interruptGuest: () => self.emit("used", q.index),
+          ...(afterCompletions ? { afterCompletions } : {}),
           logger: log,
         });
         ring.relay.on("broken", (err) => self.emit("broken", err));
@@ -201,6 +209,7 @@ export class ShadowRings extends EventEmitter<ShadowRingsEvents> implements Disp
     }
     this.#rings.clear();
     this.memory.close();
+    this.#ownedGuestMemory?.close();
     this.#log.debug("shadow rings closed", {});
   }
 

@@ -49,8 +49,10 @@ export interface VhostUserDeviceOptions {
    * shadow rings; "auto" relays only if the backend lacks one of `requireProtocolFeatures` (XEN_MMAP).
    */
   shadow?: ShadowMode;
-  /** The guest's memory, for shadow mode (the relay copies through it). */
+  /** The guest's memory, for shadow mode (the relay copies through it); asked for at every activation. */
   guestMemory?: () => GuestMemory;
+  /** Close each memory `guestMemory` returned when its shadow rings stop (it was made for them). */
+  ownsGuestMemory?: boolean;
   /** Shadow buffer pool bytes per queue (default 4 MiB). */
   shadowPoolBytes?: number;
   logger?: Logger;
@@ -219,6 +221,7 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
           frontend: this.#fe,
           deviceId: this.deviceId,
           guestMemory: this.#opts.guestMemory!(),
+          ...(this.#opts.ownsGuestMemory ? { ownsGuestMemory: true } : {}),
           ...(this.#opts.shadowPoolBytes !== undefined ? { poolBytes: this.#opts.shadowPoolBytes } : {}),
           ...(this.#opts.kickEventFd ? { guestKickEventFd: this.#opts.kickEventFd } : {}),
           logger: this.#log,

@@ -78,6 +78,11 @@ export interface ShadowQueueOptions {
   kickBackend: () => void;
   /** Raises the guest's used-buffer interrupt. */
   interruptGuest: () => void;
+  /**
+   * Runs after a batch of completions was copied back and published, before the guest is interrupted
+   * (e.g. dropping cached grant mappings so the guest can end foreign access to its buffers at once).
+   */
+  afterCompletions?: () => void;
   logger?: Logger;
 }
 
@@ -418,6 +423,7 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
   #afterUsed(n: number): void {
     if (n === 0) return;
     this.#gq.publishUsed();
+    this.#o.afterCompletions?.();
     if (this.#gq.needsNotification()) {
       this.stats.interrupts++;
       this.#o.interruptGuest();
