@@ -8,12 +8,14 @@
 // keeps the upper bits; READY -> INPROCESS is a compare-exchange, so a request is taken exactly once even
 // when privcmd's in-kernel ioeventfd handler looks at the same slot.
 //
-// The barriers are the accesses themselves: every load and store of the slot is an `Atomics` operation on a
-// typed-array view of the mapping, and JS atomics are sequentially consistent with each other. V8 emits
-// ldar/stlr (ldaxr/stlxr loops for compare-exchange) on arm64 and mov/xchg (lock cmpxchg) on x86-64, so the
-// compare-exchange orders the field loads after it (Xen's smp_wmb pairs with it) and the state store is a
-// release that orders the `data` stores before it (QEMU: xen_wmb(); state = IORESP_READY; notify). No
-// separate fence() call (a native call per barrier) is needed on this path.
+// The barriers are the state byte's accesses themselves: it is only touched with `Atomics` (load,
+// compare-exchange, store) on a typed-array view of the mapping, which V8 emits as ldar / ldaxr-stlxr / stlr
+// on arm64 and mov / lock cmpxchg / xchg on x86-64. The compare-exchange is an acquire: the field loads after
+// it see what Xen wrote before READY (its smp_wmb pairs with it). The IORESP_READY store is a release: the
+// `data` stores before it are visible first (QEMU: xen_wmb(); state = IORESP_READY; notify). The other
+// fields are read and written as single aligned typed-array elements (one instruction each, as C does them),
+// not through Atomics, whose builtin calls V8 does not inline on these non-shared buffers; no separate
+// fence() call (a native call per barrier) is needed either.
 //
 // Every request is answered, whatever it holds: a vCPU whose ioreq is never answered is frozen.
 import { IOREQ_STATE_OFFSET, IoReq, IOREQ_TYPE, STATE_IOREQ_INPROCESS, STATE_IOREQ_READY, STATE_IORESP_READY } from "@xen-vhost/xen-sys";
@@ -111,7 +113,7 @@ export class IoreqProcessor {
     invalidate: 0, badVcpu: 0,
   };
   doorbells: DoorbellTable | undefined;
-  // Views of the slots, made once (no allocation per request). Only ever accessed through Atomics.
+  // Views of the slots, made once (no allocation per request). The state byte only through Atomics.
   readonly #u8: Uint8Array;
   readonly #u32: Uint32Array;
   readonly #u64: BigUint64Array;
@@ -179,7 +181,7 @@ export class IoreqProcessor {
       return;
     }
     this.#rechecks[v] = 0;
-    const type = Atomics.load(u8, off + OFF_TYPE);
+    const type = u8[off + OFF_TYPE]!;
     if (type === IOREQ_TYPE.COPY) this.#io(v, off, "mmio", b);
     else if (type === IOREQ_TYPE.PIO) this.#io(v, off, "pio", b);
     else if (type === IOREQ_TYPE.INVALIDATE) {
@@ -214,8 +216,8 @@ export class IoreqProcessor {
   #io(v: number, off: number, space: IoSpace, b: number): void {
     const u32 = this.#u32;
     const w = off >>> 2;
-    const size = Atomics.load(u32, w + (OFF_SIZE >>> 2));
-    const count = Atomics.load(u32, w + (OFF_COUNT >>> 2));
+    const size = u32[w + (OFF_SIZE >>> 2)]!;
+    const count = u32[w + (OFF_COUNT >>> 2)]!;
     const read = (b & BIT_DIR_READ) !== 0;
     if (!(size === 1 || size === 2 || size === 4 || (size === 8 && space === "mmio"))) {
       this.#warn("badSize", "ioreq with an access size outside {1,2,4,8}; answered all-ones", { vcpu: v, space, size });
@@ -226,11 +228,11 @@ export class IoreqProcessor {
       this.#trackRep(v, this.#rep(v, off, space, b, size, count));
       return;
     }
-    const addrLo = Atomics.load(u32, w + (OFF_ADDR >>> 2));
-    const addrHi = Atomics.load(u32, w + (OFF_ADDR >>> 2) + 1);
+    const addrLo = u32[w + (OFF_ADDR >>> 2)]!;
+    const addrHi = u32[w + (OFF_ADDR >>> 2) + 1]!;
     const addr = addrHi <= MAX_ADDR_HI ? addrHi * TWO32 + addrLo : -1;
-    const dataLo = Atomics.load(u32, w + (OFF_DATA >>> 2));
-    const dataHi = Atomics.load(u32, w + (OFF_DATA >>> 2) + 1);
+    const dataLo = u32[w + (OFF_DATA >>> 2)]!;
+    const dataHi = u32[w + (OFF_DATA >>> 2) + 1]!;
     if (!read && addr >= 0 && this.doorbells !== undefined && this.doorbells.dispatch(space, addr, size, dataLo, dataHi)) {
       this.stats.doorbells++;
       this.#finish(v, b, 0, 0);
@@ -286,7 +288,7 @@ export class IoreqProcessor {
   #track(v: number, p: Promise<unknown>, b: number, read: boolean): void {
     this.#inflight[v] = 1;
     const token = ++this.#tokens[v]!;
-    const size = Atomics.load(this.#u32, (v * SLOT + OFF_SIZE) >>> 2);
+    const size = this.#u32[(v * SLOT + OFF_SIZE) >>> 2]!;
     p.then(
       (value) => {
         if (this.#closed || this.#tokens[v] !== token) return;
@@ -307,8 +309,8 @@ export class IoreqProcessor {
   async #rep(v: number, off: number, space: IoSpace, b: number, size: number, count: number): Promise<void> {
     const read = (b & BIT_DIR_READ) !== 0;
     const ptr = (b & BIT_DATA_IS_PTR) !== 0;
-    const addr = Atomics.load(this.#u64, (off + OFF_ADDR) >>> 3);
-    const data = Atomics.load(this.#u64, (off + OFF_DATA) >>> 3);
+    const addr = this.#u64[(off + OFF_ADDR) >>> 3]!;
+    const data = this.#u64[(off + OFF_DATA) >>> 3]!;
     if (count > MAX_REP_COUNT) {
       this.#warn("badRep", "ioreq rep count too large; answered all-ones", { vcpu: v, count });
       this.#storeData(v, onesLo(size), onesHi(size), read && !ptr);
@@ -399,8 +401,8 @@ export class IoreqProcessor {
   #storeData(v: number, lo: number, hi: number, store: boolean): void {
     if (!store) return;
     const w = (v * SLOT + OFF_DATA) >>> 2;
-    Atomics.store(this.#u32, w, lo >>> 0);
-    Atomics.store(this.#u32, w + 1, hi >>> 0);
+    this.#u32[w] = lo >>> 0;
+    this.#u32[w + 1] = hi >>> 0;
   }
 
   /**
@@ -454,7 +456,7 @@ export class IoreqProcessor {
       this.#tokens[v]!++;
       const mapped = this.#u8.byteLength > 0; // 0 once the mapping is gone (detached)
       const b = mapped ? Atomics.load(this.#u8, v * SLOT + OFF_STATE) : 0;
-      const size = mapped ? Atomics.load(this.#u32, (v * SLOT + OFF_SIZE) >>> 2) : 0;
+      const size = mapped ? this.#u32[(v * SLOT + OFF_SIZE) >>> 2]! : 0;
       if ((b & STATE_MASK) === STATE_IOREQ_INPROCESS) this.#finish(v, b, onesLo(size), onesHi(size));
     }
     this.#closed = true;
