@@ -3,10 +3,9 @@
 // devices share one process and one event loop; one failing device never stops the others.
 import { EventEmitter } from "eventemitter3";
 import { Xen, XenStore, type XenTransport } from "@xen-vhost/xen-sys";
-import { guestToUserAddr } from "@xen-vhost/vm-memory";
 import { discoverGuestRam, guestMemoryFromLayout, readConfiguredRamBytes, type XenGuestMemory } from "@xen-vhost/vm-memory-xen";
 import { IoreqServer, XenNotifier, type Irqfd } from "@xen-vhost/ioreq-eventfd";
-import { VirtioMmioTransport, deviceType, VIRTIO_MMIO_WINDOW, type QueueConfig } from "@xen-vhost/virtio-mmio";
+import { VirtioMmioTransport, deviceType, bit, VirtioFeature, VIRTIO_MMIO_WINDOW, type QueueConfig } from "@xen-vhost/virtio-mmio";
 import { Frontend, fromCRegion } from "@xen-vhost/vhost-user-master";
 import { VhostUserDevice } from "./vhost-user-device.js";
 import { BackendProcess } from "./backend-process.js";
@@ -17,6 +16,7 @@ import type { CounterSource } from "./metrics.js";
 import { QueueDoorbells } from "./queue-doorbells.js";
 import { GuestLiveness } from "./guest-liveness.js";
 import { sharedMemoryRegions } from "./shared-memory.js";
+import { DeviceMemory } from "./device-memory.js";
 
 export interface BridgeEvents {
   /** A device's driver set DRIVER_OK and the backend runs. */
@@ -50,6 +50,7 @@ interface RunningDevice {
   device: VhostUserDevice;
   mmio: VirtioMmioTransport;
   kicks: QueueDoorbells;
+  mem: DeviceMemory;
   irq: Irqfd;
   unmap: () => void;
   backend: BackendProcess | undefined;
@@ -202,7 +203,9 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       const frontend = p.config.socketMode === "server" ? await Frontend.listen(socket, frontendOptions) : await Frontend.connect(socket, frontendOptions);
       undo.push(() => frontend.close());
       const type = deviceType(p.deviceId);
-      const regions = () => guest.memory.vhostUserRegions();
+      // Foreign RAM or grants, from the configuration, xenstore's grant_usage and the driver's ring addresses.
+      const mem = new DeviceMemory({ transport: this.xen.transport, domid: p.domid, ram: guest.memory, mode: p.config.memory, grantUsage: p.discovered?.grantUsage ?? false, logger: log.child({ module: "memory" }) });
+      undo.push(() => mem.close());
       const kicks = new QueueDoorbells(guest.notifier, p.base);
       undo.push(() => kicks.close());
       const device = await VhostUserDevice.create({
@@ -211,8 +214,9 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         defaultQueues: type?.queues ?? 1,
         queueMaxSize: Math.min(p.config.queueMaxSize, type?.queueMax ?? p.config.queueMaxSize),
         configSize: type?.configSize ?? 0,
-        memory: () => regions().map(fromCRegion),
-        translate: (gpa, len) => guestToUserAddr(regions(), gpa, len),
+        memory: () => mem.regions().map(fromCRegion),
+        translate: (gpa, len) => mem.translate(gpa, len),
+        extraFeatures: mem.offersAccessPlatform ? bit(VirtioFeature.ACCESS_PLATFORM) : 0n,
         requireProtocolFeatures: ["XEN_MMAP"],
         // Without XEN_MMAP (stock backends) the device relays through shadow rings (shadow-rings.ts).
         shadow: p.config.shadow,
@@ -226,11 +230,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       });
       undo.push(() => device.close());
       hook.restore = (q, last) => device.restoreVringBase(q, last);
-      const validateQueue = (q: QueueConfig): string | undefined => {
-        const parts: [string, bigint, number][] = [["descriptor table", q.desc, 16 * q.size], ["driver area", q.avail, 6 + 2 * q.size], ["device area", q.used, 6 + 8 * q.size]];
-        for (const [what, addr, len] of parts) if (!guest.memory.checkRange(addr, len)) return `${what} at 0x${addr.toString(16)} is outside guest RAM`;
-        return undefined;
-      };
+      const validateQueue = (q: QueueConfig): string | undefined => mem.validate(q);
       const shm = await sharedMemoryRegions(frontend, log);
       const mmio = new VirtioMmioTransport(device, { validateQueue, sharedMemoryRegions: () => shm, logger: log.child({ module: "virtio-mmio" }) });
       const irq = guest.notifier.irqfd({ line: p.irq, trigger: "level" });
@@ -247,6 +247,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         } else irq.deassert();
       });
       mmio.on("status", (s) => {
+        if (s === 0) mem.reset();
         if (s & 4) this.emit("deviceReady", p.key);
       });
       const range = guest.server.mapMmio(p.base, Number(VIRTIO_MMIO_WINDOW), {
@@ -261,7 +262,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       });
       undo.push(() => range.unmap());
       guest.devices.add(p.key);
-      this.#devices.set(p.key, { placement: p, device, mmio, kicks, irq, unmap: () => range.unmap(), backend, counters });
+      this.#devices.set(p.key, { placement: p, device, mmio, kicks, irq, unmap: () => range.unmap(), mem, backend, counters });
       log.info("device ready for the guest", { base: p.base, irq: p.irq, socket, queues: device.numQueues, features: device.features });
     } catch (err) {
       log.error("device set-up failed", { error: err });
@@ -292,7 +293,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
     log.info("removing device", { reason });
     // Each step runs even if an earlier one fails: for a guest that is already gone, lowering its interrupt
     // line or unregistering its doorbells fails with ESRCH, and the rest must still be released.
-    for (const [what, release] of [["MMIO range", () => d.unmap()], ["doorbells", () => d.kicks.close()], ["interrupt", () => d.irq.close()], ["backend connection", () => d.device.close()]] as const) {
+    for (const [what, release] of [["MMIO range", () => d.unmap()], ["doorbells", () => d.kicks.close()], ["interrupt", () => d.irq.close()], ["backend connection", () => d.device.close()], ["grant mappings", () => d.mem.close()]] as const) {
       try {
         release();
       } catch (err) {
