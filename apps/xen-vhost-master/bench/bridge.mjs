@@ -238,15 +238,20 @@ async function bridgeProcess(devices, guests, { kickFrom = [] } = {}) {
   const sim = await startSimulator({ domains: Array.from({ length: guests }, (_, i) => ({ domid: i + 1, name: `g${i + 1}`, ram, vcpus: 1 })) });
   const children = [];
   try {
-    const sock = join(dir, "rng.sock");
-    const rng = spawn(process.execPath, [rngMain, "-s", sock, "-c", String(devices), "--xen-mapper", mapper], { env: { ...process.env, ...sim.env() }, stdio: "ignore" });
-    children.push(rng);
-    await waitFor("rng sockets", () => existsSync(`${sock}${devices - 1}`), 300_000);
+    // vhost-device-rng serves at most 64 sockets per process (-c): as many daemons as that takes.
+    const PER_DAEMON = 64;
+    const daemons = Math.ceil(devices / PER_DAEMON);
+    const socketOf = (i) => join(dir, `rng${Math.floor(i / PER_DAEMON)}.sock${i % PER_DAEMON}`);
+    for (let d = 0; d < daemons; d++) {
+      const count = Math.min(PER_DAEMON, devices - d * PER_DAEMON);
+      children.push(spawn(process.execPath, [rngMain, "-s", join(dir, `rng${d}.sock`), "-c", String(count), "--xen-mapper", mapper], { env: { ...process.env, ...sim.env() }, stdio: "ignore" }));
+    }
+    await waitFor("rng sockets", () => Array.from({ length: devices }, (_, i) => i).every((i) => existsSync(socketOf(i))), 300_000);
     const list = [];
     for (let i = 0; i < devices; i++) {
       const domid = 1 + Math.floor(i / perGuest);
       const slot = i % perGuest;
-      list.push({ name: "rng", socket: `${sock}${i}`, domid, mmioBase: `0x${(0x2000000 + slot * 0x200).toString(16)}`, irq: 33 + slot });
+      list.push({ name: "rng", socket: socketOf(i), domid, mmioBase: `0x${(0x2000000 + slot * 0x200).toString(16)}`, irq: 33 + slot });
     }
     const cfgPath = join(dir, "bridge.json");
     writeFileSync(cfgPath, JSON.stringify({ devices: list }));
@@ -327,7 +332,7 @@ console.log("E  8 devices, 1 guest, one bridge process");
 console.log(`    served in ${small.serveMs} ms; RSS ${small.rssIdle.toFixed(1)} MiB idle, ${small.rssAfter.toFixed(1)} MiB after a guest used one (goal <= 64 MiB); SIGTERM -> exit ${small.exit} in ${small.stopMs} ms`);
 console.log(`    kick median ${us(small.kicks[0].kick.median)} us, register read median ${us(small.kicks[0].read.median)} us (userspace relay)`);
 const big = await bridgeProcess(scaleDevices, scaleGuests, { kickFrom: [1, "last"] });
-console.log(`D  ${scaleDevices} devices over ${scaleGuests} guests, one bridge process`);
+console.log(`D  ${scaleDevices} devices over ${scaleGuests} guests, one bridge process (${Math.ceil(scaleDevices / 64)} vhost-device-rng processes, 64 sockets each)`);
 console.log(`    served in ${(big.serveMs / 1000).toFixed(1)} s (${(big.serveMs / scaleDevices).toFixed(1)} ms per device); RSS ${big.rssIdle.toFixed(1)} MiB idle, ${big.rssAfter.toFixed(1)} MiB after use (${((big.rssIdle - small.rssIdle) * 1024 / (scaleDevices - 8)).toFixed(1)} KiB per extra device); SIGTERM -> exit ${big.exit} in ${big.stopMs} ms`);
 for (const k of big.kicks) console.log(`    guest ${k.domid}: kick median ${us(k.kick.median)} us, register read median ${us(k.read.median)} us`);
 const flat = big.kicks.map((k) => k.kick.median / small.kicks[0].kick.median);
