@@ -8,6 +8,7 @@ import { IoreqServer, XenNotifier, type Irqfd } from "@xen-vhost/ioreq-eventfd";
 import { VirtioMmioTransport, deviceType, bit, VirtioFeature, VIRTIO_MMIO_WINDOW, type QueueConfig } from "@xen-vhost/virtio-mmio";
 import { Frontend, fromCRegion } from "@xen-vhost/vhost-user-master";
 import { VhostUserDevice } from "./vhost-user-device.js";
+import { ShadowGuestMemory } from "./shadow-grants.js";
 import { BackendProcess } from "./backend-process.js";
 import { socketFor, type BridgeConfig, type DeviceConfig } from "./config.js";
 import { XenbusDiscovery, XenbusState, type DiscoveredDevice, type XenbusStateValue } from "./discovery.js";
@@ -220,7 +221,8 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         requireProtocolFeatures: ["XEN_MMAP"],
         // Without XEN_MMAP (stock backends) the device relays through shadow rings (shadow-rings.ts).
         shadow: p.config.shadow,
-        guestMemory: () => guest.memory,
+        guestMemory: () => ShadowGuestMemory.create(this.xen.transport, p.domid, guest.memory, log.child({ module: "grants" })),
+        ownsGuestMemory: true,
         kickEventFd: (q) => {
           const k = kicks.eventfd(q);
           if (k.created) log.debug("queue doorbell", { queue: q, path: k.kind });

@@ -4,8 +4,8 @@
 // addresses. Nothing of the grant space is mapped until a ring or buffer is touched; mapped runs are
 // dropped after every batch of completions (`flushGrants`), so the guest can end foreign access to a
 // buffer as soon as it sees it used, as Linux does.
-import type { GuestMemory } from "@xen-vhost/vm-memory";
-import { XenGrantRegion, XenGuestMemory } from "@xen-vhost/vm-memory-xen";
+import { GuestMemoryError, type GuestMemory, type GuestMemoryRegion, type RegionMapping, type RegionView } from "@xen-vhost/vm-memory";
+import { XenGrantCopyRegion, XenGrantRegion, XenGuestMemory } from "@xen-vhost/vm-memory-xen";
 import type { XenTransport } from "@xen-vhost/xen-sys";
 import type { Logger } from "@xen-vhost/vmm-sys-util";
 
@@ -15,21 +15,82 @@ import type { Logger } from "@xen-vhost/vmm-sys-util";
  */
 export const SHADOW_GRANT_REFS = 1 << 20;
 
-export class ShadowGuestMemory extends XenGuestMemory {
-  readonly #grants: XenGrantRegion;
+/**
+ * The grant space, mapped on demand, with grant copy as the fallback for a run that cannot be mapped
+ * writable: a driver may grant what the device only reads (descriptor table, avail ring, request headers)
+ * read-only, and gntdev refuses a writable mapping of those. Mapping read-only instead would turn a stray
+ * write into a SIGSEGV, so the fallback copies (a write to a read-only grant then fails with a typed error).
+ */
+class GrantSpace implements GuestMemoryRegion {
+  readonly #map: XenGrantRegion;
+  readonly #copy: XenGrantCopyRegion;
 
-  private constructor(ram: GuestMemory, grants: XenGrantRegion) {
+  constructor(map: XenGrantRegion, copy: XenGrantCopyRegion) {
+    this.#map = map;
+    this.#copy = copy;
+  }
+
+  get guestBase(): XenGrantRegion["guestBase"] {
+    return this.#map.guestBase;
+  }
+
+  get size(): number {
+    return this.#map.size;
+  }
+
+  get closed(): boolean {
+    return this.#map.closed;
+  }
+
+  get mapping(): RegionMapping | undefined {
+    return undefined;
+  }
+
+  borrow(offset: number, length: number): RegionView {
+    try {
+      return this.#map.borrow(offset, length);
+    } catch (e) {
+      if (e instanceof GuestMemoryError && e.kind === "MapFailed") return this.#copy.borrow(offset, length);
+      throw e;
+    }
+  }
+
+  vhostUserDescription(): undefined {
+    return undefined;
+  }
+
+  flush(): void {
+    this.#map.flush();
+  }
+
+  close(): void {
+    this.#map.close();
+    this.#copy.close();
+  }
+
+  [Symbol.dispose](): void {
+    this.close();
+  }
+}
+
+export class ShadowGuestMemory extends XenGuestMemory {
+  readonly #grants: GrantSpace;
+
+  private constructor(ram: GuestMemory, grants: GrantSpace) {
     super([...ram.regions, grants], { ownsRegions: false });
     this.#grants = grants;
   }
 
   /** RAM as the bridge mapped it, plus domain `domid`'s grants. The RAM stays the caller's. */
   static create(transport: XenTransport, domid: number, ram: GuestMemory, logger?: Logger): ShadowGuestMemory {
-    const grants = XenGrantRegion.forRefs(transport, domid, 0, SHADOW_GRANT_REFS, logger ? { logger } : {});
+    const map = XenGrantRegion.forRefs(transport, domid, 0, SHADOW_GRANT_REFS, logger ? { logger } : {});
+    let grants: GrantSpace | undefined;
     try {
+      grants = new GrantSpace(map, XenGrantCopyRegion.forRefs(transport, domid, 0, SHADOW_GRANT_REFS, logger ? { logger } : {}));
       return new ShadowGuestMemory(ram, grants);
     } catch (e) {
-      grants.close();
+      if (grants) grants.close();
+      else map.close();
       throw e;
     }
   }
