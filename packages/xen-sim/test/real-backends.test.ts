@@ -124,6 +124,25 @@ for (const mode of ["io", "macswap"] as const) {
       expect(nic.tryReceive()).toBeUndefined();
       await t.stop();
     }, 30_000);
+
+    // (io forwarding only: the frames come back unchanged)
+    if (mode === "io") it("mergeable receive buffers: frames bigger than one buffer arrive in num_buffers pieces", async () => {
+      t = await VhostUserTransport.open(d!.socket, { deviceId: 1, config: netConfig(), vmmFeatures: 1n << BigInt(VIRTIO_NET_F_MAC) });
+      const nic = VirtioNetDriver.init(t, { rxBuffers: 64, bufferSize: 512, mergeable: true });
+      expect(nic.mergeable).toBe(true);
+      await t.activate();
+      const pieces: number[] = [];
+      for (const len of [60, 500, 501, 1000, 1514, 1514]) {
+        const frame = testFrame(MAC, len, len);
+        nic.send(frame);
+        const got = nic.receive(3000);
+        expect(got.frame).toEqual(frame);
+        pieces.push(got.buffers);
+      }
+      // 12-byte header + frame in 512-byte buffers: 500 fills one exactly, 501 spills into a second
+      expect(pieces).toEqual([1, 1, 2, 2, 3, 3]);
+      await t.stop();
+    }, 30_000);
   });
 }
 
