@@ -294,3 +294,35 @@ describe.skipIf(!hasVhostBlk)("shadow mode: DPDK examples/vhost_blk (needs dpdk-
     expect(leaks.check()).toEqual([]);
   }, 120_000);
 });
+
+// ---------------------------------------------------------------------------------------------- vhost-user-gpu
+const GPU = "/usr/lib/qemu/vhost-user-gpu";
+
+describe.skipIf(!existsSync(GPU))("shadow mode: QEMU vhost-user-gpu handshake (needs /usr/lib/qemu/vhost-user-gpu from qemu-system-gui)", () => {
+  let dir: string;
+  let d: { child: ChildProcess; exited: Promise<void> } | undefined;
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "shadow-gpu-"));
+    d = await spawnDaemon(GPU, [`--socket-path=${join(dir, "gpu.sock")}`], join(dir, "gpu.sock"), join(dir, "gpu.log"));
+  });
+  afterAll(async () => {
+    await stop(d);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("negotiates, takes the shadow memory table and both shadow rings, and stays up", async () => {
+    const leaks = fdLeakCheck();
+    const { dev, mem } = await shadowDevice(join(dir, "gpu.sock"), "gpu", 16);
+    expect(dev.numQueues).toBe(2); // control and cursor
+    const g = await MmioGuest.start(dev, { mem, base: RAM, bytes: RAM_SIZE, queueSizes: [64, 64] });
+    expect(dev.shadowRings!.queues).toEqual([0, 1]);
+    expect(dev.frontend.connected).toBe(true);
+    await new Promise((r) => setTimeout(r, 100));
+    expect(d!.child.exitCode).toBeNull();
+    await g.reset();
+    dev.close();
+    mem.close();
+    await new Promise((r) => setTimeout(r, 20));
+    expect(leaks.check()).toEqual([]);
+  }, 30_000);
+});
