@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // `pnpm demo`: the seed's flow on a laptop, without Xen. A simulated Arm guest gets a virtio-mmio slot in
-// xenstore (as xl writes it), the project's vhost-device-rng backend serves it, and xen-vhost-master - started
+// xenstore (as xl writes it), the project's vhost-device-rng backend serves it (then vhost-device-i2c with the seed's RTC), and xen-vhost-master - started
 // with the seed's command line - bridges the two. Prints, step by step, what each party did and what the
 // guest saw. Every line above xen-sys's transport is the code that runs in dom0 on real Xen.
 import { spawn } from "node:child_process";
@@ -13,6 +13,7 @@ import { startSimulator } from "@xen-vhost/xen-sim";
 const here = dirname(fileURLToPath(import.meta.url));
 const bridgeMain = join(here, "..", "dist", "main.js");
 const rngMain = join(here, "..", "..", "vhost-device-rng", "dist", "main.js");
+const i2cMain = join(here, "..", "..", "vhost-device-i2c", "dist", "main.js");
 const mapper = join(here, "sim-region-mapper.mjs");
 const say = (who, msg) => console.log(`${`[${who}]`.padEnd(10)} ${msg}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -85,10 +86,26 @@ try {
   const result = await guest.result;
   say("guest", `read ${result.samples.length} x 32 random bytes, ${result.interrupts} interrupt(s) on SPI 33`);
 
+  // The seed's own device: vhost-device-i2c with a DS1338 RTC at 0x20, and the seed's exact command line.
+  const i2cPath = sim.addVirtioDevice({ domid: 1, devid: 1, type: "virtio,device22", base: 0x2000200n, irq: 34 });
+  say("xl", `wrote ${i2cPath}: type virtio,device22 (i2c), base 0x2000200, irq 34`);
+  const i2cSock = join(dir, "vi2c.sock");
+  say("dom0", `vhost-device-i2c -s ${i2cSock} -l sim:rtc@0x20 --xen-mapper <vm-memory-xen on the simulator>`);
+  children.push(start("backend", i2cMain, ["-s", i2cSock, "-l", "sim:rtc@0x20", "--xen-mapper", mapper], env, (o) => o.level !== "debug"));
+  await waitFor("the i2c backend's socket", () => existsSync(`${i2cSock}0`));
+  say("dom0", `xen-vhost-master --socket-path ${i2cSock}0 --name i2c`);
+  const bridge2 = start("bridge", bridgeMain, ["--socket-path", `${i2cSock}0`, "--name", "i2c"], env, (o) => o.level !== "debug" && o.device !== "virtio/1/0");
+  children.push(bridge2);
+  await waitFor("the i2c device to be served", () => sim.xenstoreRead(`${i2cPath}/state`) === "4");
+  say("xenstore", `${i2cPath}/state = 4 (Connected)`);
+  const rtc = await sim.startGuest({ domid: 1, program: join(here, "guest-rtc.mjs"), args: { base: "0x2000200", irq: 34 }, onLog: (l) => say("guest", l) }).result;
+  say("guest", `the RTC says ${rtc.time}; the host clock says ${new Date().toISOString().slice(0, 19).replace("T", " ")} UTC`);
+
+  bridge2.kill("SIGTERM");
   bridge.kill("SIGTERM");
-  await waitFor("the bridge to stop", () => bridge.exitCode !== null, 5000);
+  await waitFor("the bridges to stop", () => bridge.exitCode !== null && bridge2.exitCode !== null, 5000);
   say("dom0", `xen-vhost-master stopped (exit ${bridge.exitCode}): ioreq server destroyed, mappings released`);
-  console.log("\nDone. On real Xen the same two commands run in dom0; see apps/xen-vhost-master/README.md.");
+  console.log("\nDone. On real Xen the same commands (a backend and a bridge per device type) run in dom0; see apps/xen-vhost-master/README.md.");
 } catch (err) {
   console.error(`demo failed: ${err instanceof Error ? err.message : String(err)}`);
   process.exitCode = 1;
