@@ -141,6 +141,9 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
   readonly #log: Logger;
   readonly #guest: GuestMemory;
   readonly #shadow: GuestMemory;
+  /** The pool as one view of the shadow mapping (the hot path slices it rather than going through GuestMemory). */
+  readonly #poolView: Uint8Array;
+  readonly #poolBase: number;
   readonly #gq: Queue;
   #driver: DriverQueue<InFlight>;
   readonly #pool: ExtentPool;
@@ -189,6 +192,12 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
       throw new ShadowQueueError("InvalidConfig", `queue ${this.index}: shadow ring size ${options.area.size} differs from the guest's ${r.size}`, { queue: this.index });
     this.#driver = this.#newDriver();
     this.#pool = new ExtentPool(options.area.poolBytes, BIG_ALIGN);
+    this.#poolBase = options.area.poolBase;
+    try {
+      this.#poolView = options.shadow.slice(options.area.poolBase, options.area.poolBytes);
+    } catch (e) {
+      throw new ShadowQueueError("InvalidConfig", `queue ${this.index}: the shadow pool must lie in one region mapped up front: ${(e as Error).message}`, { cause: e, queue: this.index });
+    }
   }
 
   #newDriver(): DriverQueue<InFlight> {
@@ -359,7 +368,8 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
         if (d.isWriteOnly) writable.push({ addr, len: d.len });
         else {
           // The one copy in: guest -> the shadow mapping directly.
-          this.#guest.readInto(d.addr, this.#shadow.slice(addr, d.len));
+          const off = addr - this.#poolBase;
+          this.#guest.readInto(d.addr < MAX_SAFE ? Number(d.addr) : d.addr, this.#poolView.subarray(off, off + d.len));
           this.stats.bytesIn += d.len;
           readable.push({ addr, len: d.len });
         }
@@ -455,7 +465,8 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
       while (done < d.len && left > 0) {
         const s = segs[seg]!;
         const n = Math.min(d.len - done, s.len - segOff, left);
-        this.#guest.write(d.addr < MAX_SAFE ? Number(d.addr) + done : d.addr + BigInt(done), this.#shadow.slice(s.addr + segOff, n));
+        const off = s.addr + segOff - this.#poolBase;
+        this.#guest.write(d.addr < MAX_SAFE ? Number(d.addr) + done : d.addr + BigInt(done), this.#poolView.subarray(off, off + n));
         done += n;
         left -= n;
         segOff += n;
