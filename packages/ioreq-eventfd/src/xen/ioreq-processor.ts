@@ -8,8 +8,8 @@
 // keeps the upper bits; READY -> INPROCESS is a compare-exchange, so a request is taken exactly once even
 // when privcmd's in-kernel ioeventfd handler looks at the same slot.
 //
-// The barriers are the state byte's accesses themselves: it is only touched with `Atomics` (load,
-// compare-exchange, store) on a typed-array view of the mapping, which V8 emits as ldar / ldaxr-stlxr / stlr
+// The barriers are the state byte's accesses themselves: it changes only through `Atomics` (compare-exchange,
+// store) on a typed-array view of the mapping, which V8 emits as ldar / ldaxr-stlxr / stlr
 // on arm64 and mov / lock cmpxchg / xchg on x86-64. The compare-exchange is an acquire: the field loads after
 // it see what Xen wrote before READY (its smp_wmb pairs with it). The IORESP_READY store is a release: the
 // `data` stores before it are visible first (QEMU: xen_wmb(); state = IORESP_READY; notify). The other
@@ -113,7 +113,7 @@ export class IoreqProcessor {
     invalidate: 0, badVcpu: 0,
   };
   doorbells: DoorbellTable | undefined;
-  // Views of the slots, made once (no allocation per request). The state byte only through Atomics.
+  // Views of the slots, made once (no allocation per request). The state byte changes only through Atomics.
   readonly #u8: Uint8Array;
   readonly #u32: Uint32Array;
   readonly #u64: BigUint64Array;
@@ -168,7 +168,8 @@ export class IoreqProcessor {
     }
     const u8 = this.#u8;
     const off = v * SLOT;
-    const b = Atomics.load(u8, off + OFF_STATE);
+    // A plain byte load is enough to look: the compare-exchange below is what takes the request.
+    const b = u8[off + OFF_STATE]!;
     const state = b & STATE_MASK;
     if (state !== STATE_IOREQ_READY) {
       if (state === STATE_IOREQ_INPROCESS && this.#inflight[v] === 0) this.#recheck(v);
@@ -419,7 +420,8 @@ export class IoreqProcessor {
     const at = v * SLOT + OFF_STATE;
     // The result must be visible before the state says so (smp_wmb in Xen's terms): the atomic store is a
     // release (stlr) after the atomic `data` stores, and the notification's syscall follows it.
-    const cur = Atomics.load(u8, at);
+    // INPROCESS is ours: nobody else writes the byte until the store below hands it back.
+    const cur = u8[at]!;
     Atomics.store(u8, at, (cur & ~STATE_MASK) | STATE_IORESP_READY);
     this.stats.handled++;
     try {
