@@ -12,3 +12,4 @@ export {
   type WriteBackPolicy,
 } from "./shadow-queue.js";
 export { failBlk, failFs, policyFor, VIRTIO_BLK_S_IOERR, type DevicePolicy } from "./fail.js";
+export { ShadowRing, type ShadowBuffer } from "./shadow-ring.js";

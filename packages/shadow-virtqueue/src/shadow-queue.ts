@@ -16,12 +16,13 @@
 // Completions may come in any order. The in-flight table (shadow head -> guest head, extent, buffers) lives
 // outside shared memory, so a backend cannot make the relay complete a chain twice or free foreign extents.
 import { EventEmitter } from "eventemitter3";
-import { GuestMemoryError, type GuestMemory } from "@xen-vhost/vm-memory";
-import { DriverQueue, Queue, VirtqueueError, type BufferSpec, type DescriptorChain } from "@xen-vhost/virtio-queue";
+import { GuestMemoryError, type GuestMemory, type RegionMapping } from "@xen-vhost/vm-memory";
+import { Queue, VirtqueueError, type DescriptorChain } from "@xen-vhost/virtio-queue";
 import { noopLogger, type Logger } from "@xen-vhost/vmm-sys-util";
 import { ShadowQueueError } from "./error.js";
 import { ExtentPool, type Extent } from "./pool.js";
 import type { ShadowQueueArea } from "./shadow-memory.js";
+import { ShadowRing, type ShadowBuffer } from "./shadow-ring.js";
 
 /** The guest's ring as the driver configured it (virtio-mmio QueueDesc/Driver/Device, QueueNum). */
 export interface GuestRingConfig {
@@ -140,12 +141,13 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
   readonly #o: ShadowQueueOptions;
   readonly #log: Logger;
   readonly #guest: GuestMemory;
-  readonly #shadow: GuestMemory;
   /** The pool as one view of the shadow mapping (the hot path slices it rather than going through GuestMemory). */
   readonly #poolView: Uint8Array;
   readonly #poolBase: number;
   readonly #gq: Queue;
-  #driver: DriverQueue<InFlight>;
+  #driver: ShadowRing<InFlight>;
+  readonly #mapping: RegionMapping;
+  readonly #mappingBase: number;
   readonly #pool: ExtentPool;
   readonly #writeBack: WriteBackPolicy;
   /** A popped guest chain waiting for pool or ring space (back-pressure). */
@@ -169,7 +171,6 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
     this.index = options.index;
     this.#log = options.logger ?? noopLogger;
     this.#guest = options.guest;
-    this.#shadow = options.shadow;
     this.#writeBack = options.writeBack ?? "used-len";
     const r = options.ring;
     const gq = new Queue(options.guest, {
@@ -190,6 +191,12 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
     this.#gq = gq;
     if (options.area.size !== r.size)
       throw new ShadowQueueError("InvalidConfig", `queue ${this.index}: shadow ring size ${options.area.size} differs from the guest's ${r.size}`, { queue: this.index });
+    const region = options.shadow.findRegion(options.area.ringBase);
+    const mapping = region?.mapping;
+    if (!region || !mapping)
+      throw new ShadowQueueError("InvalidConfig", `queue ${this.index}: the shadow ring must lie in a region mapped up front`, { queue: this.index });
+    this.#mapping = mapping;
+    this.#mappingBase = Number(region.guestBase.value);
     this.#driver = this.#newDriver();
     this.#pool = new ExtentPool(options.area.poolBytes, BIG_ALIGN);
     this.#poolBase = options.area.poolBase;
@@ -200,10 +207,10 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
     }
   }
 
-  #newDriver(): DriverQueue<InFlight> {
+  #newDriver(): ShadowRing<InFlight> {
     const a = this.#o.area;
     try {
-      return DriverQueue.create<InFlight>(this.#shadow, a.ringBase, a.size, { eventIdx: this.#o.backendEventIdx });
+      return new ShadowRing<InFlight>(this.#mapping, this.#mappingBase, a.ringBase, a.size, this.#o.backendEventIdx);
     } catch (e) {
       throw new ShadowQueueError("InvalidConfig", `queue ${this.index}: shadow ring: ${(e as Error).message}`, { cause: e, queue: this.index });
     }
@@ -212,7 +219,7 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
   /** Where the backend finds the shadow ring (shadow guest-physical addresses for SET_VRING_ADDR). */
   get shadowRing(): { size: number; desc: bigint; avail: bigint; used: bigint } {
     const d = this.#driver;
-    return { size: d.size, desc: d.descTable.value, avail: d.availRing.value, used: d.usedRing.value };
+    return { size: d.size, desc: BigInt(d.descTable), avail: BigInt(d.availRing), used: BigInt(d.usedRing) };
   }
 
   /** Requests the backend holds now. */
@@ -386,14 +393,14 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
   }
 
   #add(req: InFlight): void {
-    let r: readonly BufferSpec[] = req.readable;
-    let w: readonly BufferSpec[] = req.writable;
+    let r: readonly ShadowBuffer[] = req.readable;
+    let w: readonly ShadowBuffer[] = req.writable;
     if (req.coalesced) {
       const len = (s: readonly Segment[]) => s.reduce((n, x) => n + x.len, 0);
       r = req.readable.length ? [{ addr: req.readable[0]!.addr, len: len(req.readable) }] : [];
       w = req.writable.length ? [{ addr: req.writable[0]!.addr, len: len(req.writable) }] : [];
     }
-    this.#driver.add({ readable: r, writable: w }, { token: req, publish: false });
+    this.#driver.add(r, w, req);
   }
 
   /** The backend signalled its call eventfd: return what it completed to the guest. */
@@ -405,7 +412,7 @@ export class ShadowQueue extends EventEmitter<ShadowQueueEvents> implements Disp
         for (;;) {
           const u = this.#driver.getUsed();
           if (!u) break;
-          this.#complete(u.token!, u.len);
+          this.#complete(u.token, u.len);
           n++;
         }
         if (!this.#driver.enableInterrupts()) break;
