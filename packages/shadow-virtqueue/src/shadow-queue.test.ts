@@ -307,6 +307,19 @@ describe("ShadowQueue", () => {
     expect(broken.map((e) => [e.kind, e.guestFault])).toEqual([["Backend", false]]);
   });
 
+  it("a backend moving the used idx past the ring size breaks the queue with kind Backend (nothing completed)", () => {
+    using h = relayHarness({ size: 16 });
+    const broken: ShadowQueueError[] = [];
+    h.relay.on("broken", (e) => broken.push(e));
+    h.driver.add({ writable: [{ addr: h.dataBase, len: 8 }] });
+    h.relay.onGuestKick();
+    popAll(h);
+    h.shadow.memory.store16(h.relay.shadowRing.used + 2n, 100);
+    h.relay.onBackendCall();
+    expect(broken.map((e) => [e.kind, (e.cause as { kind: string }).kind])).toEqual([["Backend", "InvalidUsedIdx"]]);
+    expect(h.driver.harvest()).toHaveLength(0);
+  });
+
   it("backend loss, policy repost: in-flight requests go to the next backend, none lost", () => {
     using h = relayHarness({ size: 16 });
     const g = h.dataBase;
