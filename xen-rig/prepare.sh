@@ -108,8 +108,9 @@ if step xen "$key"; then
 fi
 
 # ---------------------------------------------------------------- virtio-i2c / virtio-gpio for the domU kernel
-# Debian's 6.1 config lacks I2C_VIRTIO and GPIO_VIRTIO; the drivers build out of tree against the headers.
-key="vmod $KERNEL_ABI"
+# Debian's 6.1 config lacks I2C_VIRTIO and GPIO_VIRTIO; the drivers build out of tree against the headers,
+# with the rig's own rig-mem.ko (image/rig-mem.c, the guest half of the "memory" scenario).
+key="vmod $KERNEL_ABI $(md5sum < "$RIG_DIR/image/rig-mem.c" | cut -c1-12)"
 if step vmod "$key"; then
   rig_log "building i2c-virtio.ko and gpio-virtio.ko out of tree"
   kver=$(dpkg-deb -f "$(ls "$C"/debs/linux-image-*.deb)" Version)
@@ -126,10 +127,10 @@ if step vmod "$key"; then
     rm -rf "$deb" "$src/linux-source-6.1"
   fi
   rm -rf "$C/vmod"; mkdir -p "$C/vmod"
-  cp "$src"/i2c-virtio.c "$src"/gpio-virtio.c "$C/vmod/"
-  echo 'obj-m := i2c-virtio.o gpio-virtio.o' > "$C/vmod/Kbuild"
+  cp "$src"/i2c-virtio.c "$src"/gpio-virtio.c "$RIG_DIR/image/rig-mem.c" "$C/vmod/"
+  echo 'obj-m := i2c-virtio.o gpio-virtio.o rig-mem.o' > "$C/vmod/Kbuild"
   make -s -C "$C/kbuild/usr/src/linux-headers-$KERNEL_ABI" M="$C/vmod" ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- modules
-  ls "$C"/vmod/i2c-virtio.ko "$C"/vmod/gpio-virtio.ko >/dev/null
+  ls "$C"/vmod/i2c-virtio.ko "$C"/vmod/gpio-virtio.ko "$C"/vmod/rig-mem.ko >/dev/null
   done_step vmod "$key"
 fi
 

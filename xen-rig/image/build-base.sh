@@ -3,7 +3,8 @@
 # rebuilds them when this file or its inputs change):
 #   $C/dom0-base.cpio.gz  busybox, glibc and the Xen 4.17 userspace from the debs, the Xen driver modules,
 #                         loop, node (arm64), the domU kernel as /guest/Image
-#   $C/domu-base.cpio.gz  busybox, virtio modules (+ the out-of-tree i2c-virtio/gpio-virtio in /lib/modules/extra)
+#   $C/domu-base.cpio.gz  busybox, virtio modules (+ the out-of-tree i2c-virtio/gpio-virtio in /lib/modules/extra,
+#                         which domu-init loads, and the rig's rig-mem.ko in /lib/modules/rig, loaded on request)
 # run.sh appends a small per-run archive to each (/init, scenarios, staged project): the kernel unpacks
 # concatenated cpio archives in order.
 # env: C (cache dir), KERNEL_ABI
@@ -30,7 +31,8 @@ base_tree() {
 # domU: busybox, virtio drivers (the out-of-tree ones under /lib/modules/extra), nothing of Xen's userspace.
 U=$C/domu-root; base_tree "$U"
 install_modules "$U" virtio_mmio virtio-rng virtio_blk i2c-dev
-mkdir -p "$U/lib/modules/extra"; cp "$C"/vmod/*.ko "$U/lib/modules/extra/"
+mkdir -p "$U/lib/modules/extra" "$U/lib/modules/rig"
+cp "$C"/vmod/i2c-virtio.ko "$C"/vmod/gpio-virtio.ko "$U/lib/modules/extra/"; cp "$C"/vmod/rig-mem.ko "$U/lib/modules/rig/"
 (cd "$U" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) > "$C/domu-base.cpio.gz"
 rm -rf "$U"
 # dom0: glibc and the Xen userspace from the debs, the Xen driver modules, node, the domU kernel.

@@ -21,12 +21,17 @@ domu_console() {
   if [ -n "${FULL:-}" ]; then sed "s/^/[$1] /" "$f"; else tr -d '\r' < "$f" | grep '^DOMU:'; fi
 }
 
-# virtio_slot_setup: the block device that xl's standalone virtio "disk" must name (never opened by
-# anyone: the device model decides what the slot is).
+# virtio_slot_setup [N]: the block devices (loop0..loopN-1, default 1) that xl's standalone virtio "disk"
+# entries name (never opened by anyone: the device model decides what each slot is).
 virtio_slot_setup() {
-  [ -b /dev/loop0 ] && losetup /dev/loop0 >/dev/null 2>&1 && return 0
-  dd if=/dev/zero of=/tmp/virtio-slot.img bs=1M count=1 2>/dev/null
-  losetup /dev/loop0 /tmp/virtio-slot.img
+  k=0
+  while [ $k -lt "${1:-1}" ]; do
+    if ! losetup /dev/loop$k >/dev/null 2>&1; then
+      dd if=/dev/zero of=/tmp/virtio-slot$k.img bs=1M count=1 2>/dev/null
+      losetup /dev/loop$k /tmp/virtio-slot$k.img || return 1
+    fi
+    k=$((k + 1))
+  done
 }
 
 # virtio_backend_ack [SECONDS]: in the background, play the xenstore part of a standalone backend for
