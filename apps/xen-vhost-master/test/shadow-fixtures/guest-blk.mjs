@@ -26,7 +26,7 @@ export default function guestBlk(ctx) {
   const drv = new VirtioMmioDriver(ctx.guest, ctx.vcpu, BigInt(a.base), { irq: a.irq, dma: a.dma, log: ctx.log });
   const disk = VirtioBlkDriver.init(drv);
   ctx.log(`capacity ${disk.capacity} sectors (${a.dma})`);
-  for (const s of [0, 1, 3001, 7000]) {
+  for (const s of [0, 1, 85_000, 89_999]) {
     if (!same(disk.read(BigInt(s), 1), sectorContent(s))) throw new Error(`sector ${s} is not the image's`);
   }
   const salt = a.dma === "grant" ? 77 : 0;
