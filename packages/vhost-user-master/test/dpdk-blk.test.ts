@@ -9,7 +9,7 @@ import { GuestMemory } from "@xen-vhost/vm-memory";
 import { DriverQueue } from "@xen-vhost/virtio-queue";
 import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
 import { RequestRecorder } from "../src/testing/request-recorder.js";
-import { expectNoteMatches } from "./exercised.js";
+import { noteCheck } from "./exercised.js";
 import { Frontend, fromCRegion } from "../src/index.js";
 import { hasDpdkVhostBlk, startDpdkVhostBlk, DPDK_BLK_BLOCKS, type DpdkVhostBlk } from "../src/testing/dpdk-blk.js";
 import { BlkDriver, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT } from "../src/testing/blk-driver.js";
@@ -30,9 +30,9 @@ describe.skipIf(!hasDpdkVhostBlk)("DPDK examples/vhost_blk (needs dpdk-doc, dpdk
     socket = blk.socket;
   }, 180_000);
   const rec = new RequestRecorder();
+  afterAll(noteCheck("dpdk-vhost-blk", rec));
   afterAll(async () => {
     await blk?.stop();
-    expectNoteMatches("dpdk-vhost-blk", rec);
   });
   beforeEach(() => {
     leaks = fdLeakCheck();

@@ -9,7 +9,7 @@ import { GuestMemory } from "@xen-vhost/vm-memory";
 import { DriverQueue } from "@xen-vhost/virtio-queue";
 import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
 import { RequestRecorder } from "../src/testing/request-recorder.js";
-import { expectNoteMatches } from "./exercised.js";
+import { noteCheck } from "./exercised.js";
 import { Frontend, fromCRegion, DEFAULT_PROTOCOL_FEATURES } from "../src/index.js";
 import { hasQsd, startQsd, sectorContent, SECTOR, type Qsd } from "../src/testing/qsd.js";
 import { session as driverSession, DATA as SESSION_DATA } from "../src/testing/driver-session.js";
@@ -26,9 +26,7 @@ const QUEUE_SIZE = 64;
 
 let qsd: Qsd;
 const rec = new RequestRecorder();
-afterAll(() => {
-  if (hasQsd) expectNoteMatches("qsd", rec);
-});
+if (hasQsd) afterAll(noteCheck("qsd", rec));
 const cleanup: (() => void)[] = [];
 let leaks: ReturnType<typeof fdLeakCheck>;
 

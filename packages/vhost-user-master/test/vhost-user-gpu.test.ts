@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
 import { RequestRecorder } from "../src/testing/request-recorder.js";
-import { expectNoteMatches } from "./exercised.js";
+import { noteCheck } from "./exercised.js";
 import type { GpuSocket} from "../src/index.js";
 import { VIRTIO_GPU_RESP_OK_DISPLAY_INFO, VirtioGpuDisplayOne, DISPLAY_INFO_SIZE, type GpuSocketEvents } from "../src/index.js";
 import { session, DATA, type Session } from "../src/testing/driver-session.js";
@@ -74,7 +74,7 @@ describe.skipIf(!existsSync(GPU))("vhost-user-gpu (needs /usr/lib/qemu/vhost-use
   let leaks: ReturnType<typeof fdLeakCheck>;
   let d: Daemon;
   const rec = new RequestRecorder();
-  afterAll(() => expectNoteMatches("vhost-user-gpu", rec));
+  afterAll(noteCheck("vhost-user-gpu", rec));
   const cleanup: (() => void)[] = [];
   beforeEach(async () => {
     d = await startGpu();

@@ -12,7 +12,7 @@ import { GuestMemory } from "@xen-vhost/vm-memory";
 import { DriverQueue } from "@xen-vhost/virtio-queue";
 import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
 import { RequestRecorder } from "../src/testing/request-recorder.js";
-import { expectNoteMatches } from "./exercised.js";
+import { noteCheck } from "./exercised.js";
 import { Frontend, fromCRegion } from "../src/index.js";
 
 const VIRTIOFSD = "/usr/lib/qemu/virtiofsd";
@@ -48,7 +48,7 @@ describe.skipIf(!canRun)("virtiofsd (needs /usr/lib/qemu/virtiofsd from qemu-sys
   let leaks: ReturnType<typeof fdLeakCheck>;
   let d: Daemon;
   const rec = new RequestRecorder();
-  afterAll(() => expectNoteMatches("virtiofsd", rec));
+  afterAll(noteCheck("virtiofsd", rec));
   const cleanup: (() => void)[] = [];
   beforeEach(async () => {
     d = await startVirtiofsd();
