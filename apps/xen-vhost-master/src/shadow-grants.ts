@@ -81,8 +81,21 @@ export class ShadowGuestMemory extends XenGuestMemory {
     this.#grants = grants;
   }
 
-  /** RAM as the bridge mapped it, plus domain `domid`'s grants. The RAM stays the caller's. */
-  static create(transport: XenTransport, domid: number, ram: GuestMemory, logger?: Logger): ShadowGuestMemory {
+  /**
+   * RAM as the bridge mapped it, plus domain `domid`'s grants. The RAM stays the caller's. Without a grant
+   * device (no gntdev in this kernel) the result is RAM only, with a warning: a guest that uses physical
+   * addresses is still served, one that uses grants gets NEEDS_RESET from the relay's typed error.
+   */
+  static create(transport: XenTransport, domid: number, ram: GuestMemory, logger?: Logger): XenGuestMemory {
+    try {
+      return ShadowGuestMemory.#create(transport, domid, ram, logger);
+    } catch (err) {
+      logger?.warn("no grant device: shadow mode serves guest physical addresses only", { domid, error: String(err) });
+      return new XenGuestMemory(ram.regions, { ownsRegions: false });
+    }
+  }
+
+  static #create(transport: XenTransport, domid: number, ram: GuestMemory, logger?: Logger): ShadowGuestMemory {
     const map = XenGrantRegion.forRefs(transport, domid, 0, SHADOW_GRANT_REFS, logger ? { logger } : {});
     let grants: GrantSpace | undefined;
     try {

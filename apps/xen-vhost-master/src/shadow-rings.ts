@@ -94,10 +94,16 @@ export class ShadowRings extends EventEmitter<ShadowRingsEvents> implements Disp
    */
   static async start(o: ShadowRingsOptions, features: bigint, backendFeatures: bigint, queues: readonly QueueConfig[]): Promise<ShadowRings> {
     const log = o.logger ?? noopLogger;
-    const memory = ShadowMemory.create(
-      queues.map((q) => ({ index: q.index, size: q.size })),
-      { ...(o.poolBytes !== undefined ? { poolBytes: o.poolBytes } : {}), name: `shadow-vq-dev${o.deviceId}` },
-    );
+    let memory: ShadowMemory;
+    try {
+      memory = ShadowMemory.create(
+        queues.map((q) => ({ index: q.index, size: q.size })),
+        { ...(o.poolBytes !== undefined ? { poolBytes: o.poolBytes } : {}), name: `shadow-vq-dev${o.deviceId}` },
+      );
+    } catch (err) {
+      if (o.ownsGuestMemory) o.guestMemory.close();
+      throw err;
+    }
     const self = new ShadowRings(o.frontend, memory, log);
     if (o.ownsGuestMemory) self.#ownedGuestMemory = o.guestMemory;
     // Guest memory with grant mappings drops them after completions (see shadow-grants.ts).
