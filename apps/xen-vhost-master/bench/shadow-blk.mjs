@@ -68,6 +68,7 @@ async function run(socket, mode, qd, blocks) {
   stop = true;
   await first;
   await g.reset();
+  g.close();
   dev.close();
   mem.close();
   if (errors) throw new Error(`${errors} requests failed`);

@@ -152,9 +152,14 @@ export class MmioGuest implements Disposable {
     this.poll();
   }
 
+  /** Whether the guest is gone (closed, or its RAM unmapped): a late interrupt then finds nothing to do. */
+  get #gone(): boolean {
+    return this.#closed || this.mem.closed;
+  }
+
   /** Harvests used entries on every queue (also what the interrupt handler does). */
   poll(): void {
-    if (this.#closed) return;
+    if (this.#gone) return;
     for (const [i, q] of this.queues.entries()) {
       for (;;) {
         for (const u of q.harvest()) {
