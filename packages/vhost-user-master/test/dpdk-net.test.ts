@@ -2,7 +2,7 @@
 // queue back into its RX queue. DPDK offers the STATUS protocol feature and, once it is acked, does not
 // start the device before SET_STATUS with DRIVER_OK: the test shows both halves of that.
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +13,7 @@ import { DriverQueue } from "@xen-vhost/virtio-queue";
 import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
 import { RequestRecorder } from "../src/testing/request-recorder.js";
 import { noteCheck } from "./exercised.js";
+import { spawnDaemon } from "../src/testing/reap.js";
 import { Frontend, fromCRegion } from "../src/index.js";
 
 const hasTestpmd = spawnSync("sh", ["-c", "command -v dpdk-testpmd"]).status === 0;
@@ -31,7 +32,7 @@ let starts = 0;
 /** testpmd with one net_vhost port; `client` makes the port connect to `iface` (the front-end listens). */
 function spawnTestpmd(iface: string, logDir: string, client = false): { child: ChildProcess; exited: Promise<void> } {
   const log = openSync(join(logDir, "testpmd.log"), "a");
-  const c = spawn("dpdk-testpmd", [
+  const c = spawnDaemon("dpdk-testpmd", [
     "-l", "0-1", "--no-huge", "-m", "256", "--no-pci", "--iova-mode=va", `--file-prefix=vutest${process.pid}-${starts++}`,
     "--vdev", `net_vhost0,iface=${iface},queues=1${client ? ",client=1" : ""}`, "--",
     "--forward-mode=io", "--port-topology=loop", "--auto-start", "--stats-period=30", "--nb-cores=1", "--rxq=1", "--txq=1", "--total-num-mbufs=16384",
@@ -100,7 +101,9 @@ describe.skipIf(!hasTestpmd)("DPDK testpmd net_vhost (needs dpdk-testpmd from th
   afterAll(noteCheck("dpdk-testpmd", rec));
   afterAll(async () => {
     if (child && child.exitCode === null) child.kill("SIGTERM");
+    const t = setTimeout(() => child?.kill("SIGKILL"), 3000);
     await exited;
+    clearTimeout(t);
     rmSync(dir, { recursive: true, force: true });
   });
   beforeEach(() => {

@@ -5,7 +5,7 @@
 // rings: GET_DISPLAY_INFO answered by this front-end, a 2D resource whose pixels come back in an UPDATE, and
 // a cursor move. vhost-user-gpu serves one front-end and exits when it disconnects.
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +13,7 @@ import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
 import { RequestRecorder } from "../src/testing/request-recorder.js";
 import { noteCheck } from "./exercised.js";
+import { spawnDaemon } from "../src/testing/reap.js";
 import type { GpuSocket} from "../src/index.js";
 import { VIRTIO_GPU_RESP_OK_DISPLAY_INFO, VirtioGpuDisplayOne, DISPLAY_INFO_SIZE, type GpuSocketEvents } from "../src/index.js";
 import { session, DATA, type Session } from "../src/testing/driver-session.js";
@@ -43,7 +44,7 @@ async function startGpu(): Promise<Daemon> {
   const dir = mkdtempSync(join(tmpdir(), "vu-gpu-"));
   const socket = join(dir, "vhost-gpu.sock");
   const log = openSync(join(dir, "vhost-user-gpu.log"), "a");
-  const child = spawn(GPU, [`--socket-path=${socket}`], { stdio: ["ignore", log, log] });
+  const child = spawnDaemon(GPU, [`--socket-path=${socket}`], { stdio: ["ignore", log, log] });
   closeSync(log);
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));
   for (let i = 0; i < 100 && !existsSync(socket) && child.exitCode === null; i++) await new Promise((r) => setTimeout(r, 50));

@@ -2,7 +2,7 @@
 // virtio-queue rings (INIT, LOOKUP, OPEN, READ of a file the test wrote). virtiofsd serves one front-end
 // and exits when it disconnects, so each test starts its own.
 import { afterAll, afterEach, beforeEach, describe, expect, it } from "vitest";
-import { spawn, type ChildProcess } from "node:child_process";
+import type { ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -13,6 +13,7 @@ import { DriverQueue } from "@xen-vhost/virtio-queue";
 import { describeProtocolFeatures } from "@xen-vhost/vhost-user-protocol";
 import { RequestRecorder } from "../src/testing/request-recorder.js";
 import { noteCheck } from "./exercised.js";
+import { spawnDaemon } from "../src/testing/reap.js";
 import { Frontend, fromCRegion } from "../src/index.js";
 
 const VIRTIOFSD = "/usr/lib/qemu/virtiofsd";
@@ -35,7 +36,7 @@ async function startVirtiofsd(): Promise<Daemon> {
   writeFileSync(join(dir, "share", "hello.txt"), CONTENT);
   const socket = join(dir, "vhost-fs.sock");
   const log = openSync(join(dir, "virtiofsd.log"), "a");
-  const child = spawn(VIRTIOFSD, [`--socket-path=${socket}`, "-o", `source=${join(dir, "share")}`, "-o", "sandbox=chroot", "-o", "cache=none", "-f"],
+  const child = spawnDaemon(VIRTIOFSD, [`--socket-path=${socket}`, "-o", `source=${join(dir, "share")}`, "-o", "sandbox=chroot", "-o", "cache=none", "-f"],
     { stdio: ["ignore", log, log] });
   closeSync(log);
   const exited = new Promise<number | null>((r) => child.once("exit", (code) => r(code)));

@@ -1,10 +1,11 @@
 // DPDK 22.11's examples/vhost_blk for the real-backend tests and the benchmark: a busy-polling back-end with a
 // 128 MiB RAM disk (32768 blocks of 4 KiB, addressed in 512-byte sectors) that offers INFLIGHT_SHMFD and
 // STATUS. Debian ships the example as source (dpdk-doc); it is built once per DPDK version into $TMPDIR.
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import { closeSync, cpSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { spawnDaemon } from "./reap.js";
 
 const EXAMPLE = "/usr/share/dpdk/examples/vhost_blk";
 
@@ -52,7 +53,7 @@ export async function startDpdkVhostBlk(options: { lcore?: number } = {}): Promi
     rmSync(socket, { force: true });
     const log = openSync(join(dir, "vhost-blk.log"), "a");
     // No hugepages, no PCI: a plain process with 512 MiB of ordinary memory, one busy-polling lcore.
-    child = spawn(bin, ["-l", String(options.lcore ?? 1), "--no-huge", "-m", "512", "--no-pci", "--iova-mode=va", `--file-prefix=vublk${process.pid}-${starts++}`],
+    child = spawnDaemon(bin, ["-l", String(options.lcore ?? 1), "--no-huge", "-m", "512", "--no-pci", "--iova-mode=va", `--file-prefix=vublk${process.pid}-${starts++}`],
       { cwd: dir, stdio: ["ignore", log, log] });
     closeSync(log);
     const c = child;

@@ -7,3 +7,4 @@ export {
   type BlkRequest, type BlkCompletion, type BlkRunOptions,
 } from "./blk-driver.js";
 export { RequestRecorder } from "./request-recorder.js";
+export { killOnExit, spawnDaemon } from "./reap.js";

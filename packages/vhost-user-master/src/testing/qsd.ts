@@ -1,9 +1,10 @@
 // Starts qemu-storage-daemon's vhost-user-blk export on a raw image with known content, for the
 // real-backend tests. Image content: sector i = "VUSECTOR" + u64le(i) + 496 x byte((7i+1) & 0xff).
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
+import { spawnSync, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
+import { spawnDaemon } from "./reap.js";
 
 export const SECTOR = 512;
 
@@ -42,7 +43,7 @@ export async function startQsd(options: { sectors?: number; numQueues?: number; 
   }
   rmSync(socket, { force: true });
   const logFd = openSync(join(dir, "qsd.log"), "a");
-  const child: ChildProcess = spawn("qemu-storage-daemon", [
+  const child: ChildProcess = spawnDaemon("qemu-storage-daemon", [
     "--blockdev", `driver=file,node-name=file0,filename=${image},cache.direct=off`,
     "--blockdev", "driver=raw,node-name=disk0,file=file0",
     "--export", `type=vhost-user-blk,id=exp0,node-name=disk0,addr.type=unix,addr.path=${socket},writable=on,num-queues=${options.numQueues ?? 1}`,
