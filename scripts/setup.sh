@@ -3,7 +3,7 @@
 #   scripts/setup.sh           what the demo and the bridge need: build tools, pnpm, the workspace
 #   scripts/setup.sh --test    also what the test suite needs: Xen and kernel headers for the ABI tests
 #                              (x86_64 and an arm64 cross compiler), and real vhost-user backends
-#                              (qemu-storage-daemon, virtiofsd) to test the front-end against
+#                              (qemu-storage-daemon, virtiofsd, vhost-user-gpu, DPDK) to test the front-end against
 # Idempotent; only Debian's repositories and the npm registry are used.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,6 +26,7 @@ if [ "$want_test" = 1 ]; then
     libxen-dev linux-libc-dev      # xen-sys ABI test: Xen public headers + privcmd/gntdev/evtchn uapi
     gcc-aarch64-linux-gnu          # the same ABI test for arm64 (compile-only)
     qemu-system-common             # real vhost-user backends: qemu-storage-daemon, virtiofsd
+    qemu-system-gui                # ... and vhost-user-gpu (/usr/lib/qemu/vhost-user-gpu; runs headless)
     dpdk dpdk-dev dpdk-doc pkg-config  # DPDK testpmd (net_vhost) and the examples/vhost_blk source it builds
   )
 fi
