@@ -18,6 +18,7 @@ import { QueueDoorbells } from "./queue-doorbells.js";
 import { GuestLiveness } from "./guest-liveness.js";
 import { sharedMemoryRegions } from "./shared-memory.js";
 import { DeviceMemory } from "./device-memory.js";
+import { suppliedConfig } from "./device-config.js";
 
 export interface BridgeEvents {
   /** A device's driver set DRIVER_OK and the backend runs. */
@@ -218,6 +219,8 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         memory: () => mem.regions().map(fromCRegion),
         translate: (gpa, len) => mem.translate(gpa, len),
         extraFeatures: mem.offersAccessPlatform ? bit(VirtioFeature.ACCESS_PLATFORM) : 0n,
+        // Stock backends (virtiofsd, DPDK) have no config space: the bridge supplies the fs tag / net MAC.
+        suppliedConfig: (queues) => suppliedConfig(p.deviceId, p.config, queues),
         requireProtocolFeatures: ["XEN_MMAP"],
         // Without XEN_MMAP (stock backends) the device relays through shadow rings (shadow-rings.ts).
         shadow: p.config.shadow,
@@ -231,6 +234,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         logger: log.child({ module: "device" }),
       });
       undo.push(() => device.close());
+      if (!device.configSupplied && (p.config.fs || p.config.net)) log.warn("the backend serves its own config space (CONFIG protocol feature); the configured fs/net options are not used");
       hook.restore = (q, last) => device.restoreVringBase(q, last);
       const validateQueue = (q: QueueConfig): string | undefined => mem.validate(q);
       const shm = await sharedMemoryRegions(frontend, log);
@@ -345,6 +349,28 @@ export class Bridge extends EventEmitter<BridgeEvents> {
         errors: d.mmio.counters.badAccesses,
       },
     }));
+
+  /**
+   * Shadow mode's relay counters per device and queue (ShadowRings.stats()): guest chains posted to and
+   * completed from the backend's shadow ring, bytes copied each way, stalls, requests re-posted or failed
+   * after a backend loss, backend kicks and guest interrupts, and the current in-flight count and pool use.
+   * Empty for direct-mode devices and before the first DRIVER_OK; the counters add up over guest resets.
+   */
+  shadowCounters: CounterSource = () =>
+    [...this.#devices.values()].flatMap((d) => {
+      if (!d.device.shadow) return [];
+      const stats = d.device.shadowStats();
+      const type = deviceType(d.placement.deviceId)?.name ?? String(d.placement.deviceId);
+      return [...stats].map(([queue, s]) => ({
+        labels: { device: d.placement.key, domid: d.placement.domid, type, queue },
+        counters: {
+          shadowPosted: s.posted, shadowCompleted: s.completed, shadowBytesIn: s.bytesIn, shadowBytesOut: s.bytesOut,
+          shadowStalls: s.stalls, shadowReposted: s.reposted, shadowFailed: s.failed, shadowKicks: s.kicks,
+          shadowInterrupts: s.interrupts,
+        },
+        gauges: { shadowInFlight: s.inFlight, shadowPoolBytesUsed: s.poolUsed },
+      }));
+    });
 
   /** Per-guest ioreq statistics (the IOREQ server's loop: every access, doorbells relayed, bad input). */
   guestCounters: CounterSource = () =>

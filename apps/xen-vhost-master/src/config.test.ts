@@ -79,6 +79,52 @@ describe("command line", () => {
     expect(err(["--config", join(dir, "missing.json")]).message).toMatch(/cannot read/);
   });
 
+  it("takes the device config the bridge supplies: --fs-tag/--fs-queues, --mac/--mtu, and JSON fs/net", () => {
+    expect(cfg(["--socket-path", "/s", "--name", "fs", "--fs-tag", "myfs", "--fs-queues", "2"]).devices[0]!.fs).toEqual({ tag: "myfs", requestQueues: 2 });
+    const n = cfg(["--socket-path", "/s", "--name", "net", "--mac", "52:54:00:12:34:56", "--mtu", "1500"]).devices[0]!;
+    expect(n.net).toEqual({ mac: Uint8Array.from([0x52, 0x54, 0, 0x12, 0x34, 0x56]), mtu: 1500 });
+    expect(n.fs).toBeUndefined();
+    const f = join(dir, "devcfg.json");
+    writeFileSync(f, JSON.stringify({ devices: [
+      { name: "fs", socket: "/fs.sock", fs: { tag: "myfs", requestQueues: 1 } },
+      { name: "net", socket: "/net.sock", net: { mac: "02:00:00:00:00:01" } },
+      { socket: "/any/", fs: { tag: "share" }, net: { mac: "02:00:00:00:00:02" } },
+    ] }));
+    const c = cfg(["--config", f]);
+    expect(c.devices.map((d) => [d.fs, d.net])).toEqual([
+      [{ tag: "myfs", requestQueues: 1 }, undefined],
+      [undefined, { mac: Uint8Array.from([2, 0, 0, 0, 0, 1]) }],
+      [{ tag: "share" }, { mac: Uint8Array.from([2, 0, 0, 0, 0, 2]) }],
+    ]);
+  });
+
+  it("refuses bad device config with a ConfigError naming the flag or key", () => {
+    const tooLong = err(["--socket-path", "/s", "--name", "fs", "--fs-tag", "x".repeat(37)]);
+    expect([tooLong.where, tooLong.message]).toEqual(["--fs-tag", "--fs-tag: the tag is 37 bytes of UTF-8, at most 36 fit in virtio_fs_config.tag"]);
+    expect(err(["--socket-path", "/s", "--name", "fs", "--fs-queues", "0"]).where).toBe("--fs-queues");
+    expect(err(["--socket-path", "/s", "--name", "net", "--mac", "52:54:00:12:34"]).message).toMatch(/expected a MAC address/);
+    const multicast = err(["--socket-path", "/s", "--name", "net", "--mac", "01:00:5e:00:00:01"]);
+    expect(multicast.where).toBe("--mac");
+    expect(multicast.message).toMatch(/multicast/);
+    expect(err(["--socket-path", "/s", "--name", "net", "--mtu", "40"]).where).toBe("--mtu");
+    expect(err(["--socket-path", "/s", "--name", "blk", "--mac", "52:54:00:12:34:56"]).message).toMatch(/virtio-net options with --name blk/);
+    expect(err(["--socket-path", "/s", "--name", "net", "--fs-tag", "x"]).where).toBe("--fs-tag");
+    const f = join(dir, "baddev.json");
+    const bad = (dev: object): ConfigError => {
+      writeFileSync(f, JSON.stringify({ devices: [dev] }));
+      return err(["--config", f]);
+    };
+    const utf8 = bad({ name: "fs", socket: "/s", fs: { tag: "é".repeat(19) } });
+    expect(utf8.where).toBe(`${f}: devices[0].fs.tag`);
+    expect(utf8.message).toMatch(/38 bytes/);
+    expect(bad({ name: "fs", socket: "/s", fs: { tag: 5 } }).where).toBe(`${f}: devices[0].fs.tag`);
+    expect(bad({ name: "fs", socket: "/s", fs: { tags: "x" } }).where).toBe(`${f}: devices[0].fs.tags`);
+    expect(bad({ name: "fs", socket: "/s", fs: "x" }).where).toBe(`${f}: devices[0].fs`);
+    expect(bad({ name: "net", socket: "/s", net: { mac: "zz:54:00:12:34:56" } }).where).toBe(`${f}: devices[0].net.mac`);
+    expect(bad({ name: "rng", socket: "/s", net: { mac: "52:54:00:12:34:56" } }).message).toMatch(/virtio-net options on a rng device/);
+    expect(err(["--config", f, "--mac", "52:54:00:12:34:56"]).where).toBe("--config");
+  });
+
   it("expands directory-prefix sockets the way xen-vhost-frontend does", () => {
     expect(socketFor("/root/", 34, 0)).toBe("/root/i2c.sock0");
     expect(socketFor("/run/vhost/", 41, 2)).toBe("/run/vhost/gpio.sock2");

@@ -5,6 +5,7 @@ import { readFileSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { deviceType, parseDtCompatible } from "@xen-vhost/virtio-mmio";
+import { FS_MAX_REQUEST_QUEUES, NET_MTU_MAX, NET_MTU_MIN, fsTagProblem, parseMac, type DeviceOptions, type FsDeviceOptions, type NetDeviceOptions } from "./device-config.js";
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -22,8 +23,11 @@ export type SocketMode = "client" | "server";
 /** Shadow virtqueues (issue 9): auto = only for a backend without XEN_MMAP; always; never. */
 export type ShadowMode = "auto" | "always" | "never";
 
-/** One backend the bridge serves a device from. */
-export interface DeviceConfig {
+/**
+ * One backend the bridge serves a device from. `fs` / `net` (DeviceOptions) are the config space the bridge
+ * supplies when the backend has none (no VHOST_USER_PROTOCOL_F_CONFIG), as QEMU's device properties do.
+ */
+export interface DeviceConfig extends DeviceOptions {
   /** Virtio device type (ID); from `--name`/`type` or, in discovery mode, from xenstore. */
   deviceId: number | undefined;
   /** The guest; undefined = any guest (discovery decides). */
@@ -82,8 +86,16 @@ Seed-compatible (one device):
   --shadow MODE          shadow virtqueues for backends that cannot map Xen guest memory: auto (default:
                          when the backend lacks XEN_MMAP), always, never
 
+Device config the bridge supplies when the backend has none (virtiofsd, DPDK: no CONFIG protocol feature):
+  --fs-tag TAG           virtio-fs mount tag, at most 36 bytes (default "virtiofs")
+  --fs-queues N          virtio-fs request queues (default: what the backend reports, else 1)
+  --mac MAC              virtio-net MAC address, e.g. 52:54:00:12:34:56 (offers VIRTIO_NET_F_MAC)
+  --mtu N                virtio-net MTU to advise (offers VIRTIO_NET_F_MTU)
+
 Many devices:
   --config FILE          JSON: { "devices": [ { "name": "i2c", "socket": "/run/i2c.sock", ... } ], ... }
+                         per device also "fs": { "tag": "myfs", "requestQueues": 1 } or
+                         "net": { "mac": "52:54:00:12:34:56", "mtu": 1500 }
 
 General:
   --backend-domid N      domain whose backend/ tree is watched (default 0)
@@ -155,17 +167,63 @@ interface JsonDevice {
   backendCmd?: string | string[];
   queueSize?: number;
   shadow?: string;
+  fs?: { tag?: string; requestQueues?: number | string };
+  net?: { mac?: string; mtu?: number | string };
+}
+
+function subObject(where: string, v: unknown, keys: readonly string[]): Record<string, unknown> | undefined {
+  if (v === undefined) return undefined;
+  if (typeof v !== "object" || v === null || Array.isArray(v)) throw new ConfigError(where, "expected an object");
+  for (const k of Object.keys(v)) if (!keys.includes(k)) throw new ConfigError(`${where}.${k}`, `unknown key (expected ${keys.join(", ")})`);
+  return v as Record<string, unknown>;
+}
+
+function fsOptions(where: string, v: unknown): FsDeviceOptions | undefined {
+  const o = subObject(where, v, ["tag", "requestQueues"]);
+  if (!o) return undefined;
+  const out: FsDeviceOptions = {};
+  if (o["tag"] !== undefined) {
+    if (typeof o["tag"] !== "string") throw new ConfigError(`${where}.tag`, "expected a string");
+    const problem = fsTagProblem(o["tag"]);
+    if (problem) throw new ConfigError(`${where}.tag`, problem);
+    out.tag = o["tag"];
+  }
+  const q = int(`${where}.requestQueues`, o["requestQueues"] as number | string | undefined, 1, FS_MAX_REQUEST_QUEUES);
+  if (q !== undefined) out.requestQueues = q;
+  return out;
+}
+
+function netOptions(where: string, v: unknown): NetDeviceOptions | undefined {
+  const o = subObject(where, v, ["mac", "mtu"]);
+  if (!o) return undefined;
+  const out: NetDeviceOptions = {};
+  if (o["mac"] !== undefined) {
+    if (typeof o["mac"] !== "string") throw new ConfigError(`${where}.mac`, "expected a string like 52:54:00:12:34:56");
+    const mac = parseMac(o["mac"]);
+    if (typeof mac === "string") throw new ConfigError(`${where}.mac`, mac);
+    out.mac = mac;
+  }
+  const mtu = int(`${where}.mtu`, o["mtu"] as number | string | undefined, NET_MTU_MIN, NET_MTU_MAX);
+  if (mtu !== undefined) out.mtu = mtu;
+  return out;
 }
 
 function deviceFrom(where: string, d: JsonDevice): DeviceConfig {
   if (typeof d !== "object" || d === null) throw new ConfigError(where, "expected an object");
-  const known = new Set(["name", "domid", "mmioBase", "irq", "socket", "socketMode", "memory", "backendCmd", "queueSize", "shadow"]);
+  const known = new Set(["name", "domid", "mmioBase", "irq", "socket", "socketMode", "memory", "backendCmd", "queueSize", "shadow", "fs", "net"]);
   for (const k of Object.keys(d)) if (!known.has(k)) throw new ConfigError(`${where}.${k}`, "unknown key");
   if (typeof d.socket !== "string" || d.socket.length === 0) throw new ConfigError(`${where}.socket`, "a backend socket path is required");
   const queueMaxSize = int(`${where}.queueSize`, d.queueSize, 1, 32768) ?? 1024;
   if ((queueMaxSize & (queueMaxSize - 1)) !== 0) throw new ConfigError(`${where}.queueSize`, `${queueMaxSize} is not a power of two`);
+  const deviceId = parseDeviceName(`${where}.name`, d.name);
+  const fs = fsOptions(`${where}.fs`, d.fs);
+  const net = netOptions(`${where}.net`, d.net);
+  // Options for another device type are a mistake the user should hear about, not silently unused.
+  const typeName = deviceId === undefined ? undefined : deviceType(deviceId)?.name;
+  if (fs && typeName !== undefined && typeName !== "fs") throw new ConfigError(`${where}.fs`, `virtio-fs options on a ${typeName} device`);
+  if (net && typeName !== undefined && typeName !== "net") throw new ConfigError(`${where}.net`, `virtio-net options on a ${typeName} device`);
   return {
-    deviceId: parseDeviceName(`${where}.name`, d.name),
+    deviceId,
     domid: int(`${where}.domid`, d.domid, 1, 0x7fef),
     mmioBase: address(`${where}.mmioBase`, d.mmioBase),
     irq: int(`${where}.irq`, d.irq, 0, 1019),
@@ -175,6 +233,8 @@ function deviceFrom(where: string, d: JsonDevice): DeviceConfig {
     backendCmd: splitCommand(`${where}.backendCmd`, d.backendCmd),
     queueMaxSize,
     shadow: oneOf(`${where}.shadow`, d.shadow, ["auto", "always", "never"], "auto"),
+    ...(fs ? { fs } : {}),
+    ...(net ? { net } : {}),
   };
 }
 
@@ -209,6 +269,10 @@ export function parseCommandLine(argv: readonly string[]): BridgeConfig | "help"
         "backend-cmd": { type: "string" },
         "queue-size": { type: "string" },
         shadow: { type: "string" },
+        "fs-tag": { type: "string" },
+        "fs-queues": { type: "string" },
+        mac: { type: "string" },
+        mtu: { type: "string" },
         config: { type: "string" },
         "backend-domid": { type: "string" },
         "log-level": { type: "string" },
@@ -233,8 +297,8 @@ export function parseCommandLine(argv: readonly string[]): BridgeConfig | "help"
   const logLevel = v["log-level"] === undefined ? undefined : oneOf("--log-level", v["log-level"], LOG_LEVELS, "info");
   const check = v.check ?? false;
   if (v.config !== undefined) {
-    if (v["socket-path"] !== undefined || v.name !== undefined)
-      throw new ConfigError("--config", "use either --config or --socket-path/--name, not both");
+    for (const flag of ["socket-path", "name", "fs-tag", "fs-queues", "mac", "mtu"] as const)
+      if (v[flag] !== undefined) throw new ConfigError("--config", `use either --config or --${flag} (per-device options go in the file), not both`);
     // General flags given on the command line override the file.
     const fromFile = loadConfigFile(v.config);
     return {
@@ -247,6 +311,30 @@ export function parseCommandLine(argv: readonly string[]): BridgeConfig | "help"
   }
   const rest = { backendDomid: backendDomid ?? 0, logLevel: logLevel ?? "info", metrics, check };
   if (v["socket-path"] === undefined) throw new ConfigError("--socket-path", "required (or use --config)");
+  // Per-device config flags, checked here so the error names the flag (deviceFrom names JSON paths).
+  let fs: JsonDevice["fs"];
+  if (v["fs-tag"] !== undefined || v["fs-queues"] !== undefined) {
+    fs = {};
+    if (v["fs-tag"] !== undefined) {
+      const problem = fsTagProblem(v["fs-tag"]);
+      if (problem) throw new ConfigError("--fs-tag", problem);
+      fs.tag = v["fs-tag"];
+    }
+    if (v["fs-queues"] !== undefined) fs.requestQueues = int("--fs-queues", v["fs-queues"], 1, FS_MAX_REQUEST_QUEUES)!;
+  }
+  let net: JsonDevice["net"];
+  if (v.mac !== undefined || v.mtu !== undefined) {
+    net = {};
+    if (v.mac !== undefined) {
+      const mac = parseMac(v.mac);
+      if (typeof mac === "string") throw new ConfigError("--mac", mac);
+      net.mac = v.mac;
+    }
+    if (v.mtu !== undefined) net.mtu = int("--mtu", v.mtu, NET_MTU_MIN, NET_MTU_MAX)!;
+  }
+  const typeName = v.name === undefined || (!fs && !net) ? undefined : deviceType(parseDeviceName("command line.name", v.name)!)?.name;
+  if (fs && typeName !== undefined && typeName !== "fs") throw new ConfigError(v["fs-tag"] !== undefined ? "--fs-tag" : "--fs-queues", `virtio-fs options with --name ${v.name}`);
+  if (net && typeName !== undefined && typeName !== "net") throw new ConfigError(v.mac !== undefined ? "--mac" : "--mtu", `virtio-net options with --name ${v.name}`);
   const device = deviceFrom("command line", {
     socket: v["socket-path"],
     ...(v.name !== undefined ? { name: v.name } : {}),
@@ -258,6 +346,8 @@ export function parseCommandLine(argv: readonly string[]): BridgeConfig | "help"
     ...(v["backend-cmd"] !== undefined ? { backendCmd: v["backend-cmd"] } : {}),
     ...(v["queue-size"] !== undefined ? { queueSize: int("--queue-size", v["queue-size"], 1, 32768)! } : {}),
     ...(v.shadow !== undefined ? { shadow: oneOf("--shadow", v.shadow, ["auto", "always", "never"], "auto") } : {}),
+    ...(fs ? { fs } : {}),
+    ...(net ? { net } : {}),
   });
   return finish([device], rest);
 }

@@ -57,7 +57,7 @@ export async function main(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     return 1;
   }
   if (config.metrics !== undefined) {
-    const server = await serveMetrics(config.metrics, () => [...bridge.counters(), ...bridge.guestCounters()]);
+    const server = await serveMetrics(config.metrics, () => [...bridge.counters(), ...bridge.guestCounters(), ...bridge.shadowCounters()]);
     log.info("metrics", { where: config.metrics });
     void exitCode.then(() => server.close());
   }

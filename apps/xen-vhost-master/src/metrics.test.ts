@@ -20,6 +20,19 @@ describe("metrics", () => {
     expect(t).toContain('xen_vhost_kicks_total{device="virtio/3/0",type="i2c"} 3');
   });
 
+  it("renders gauges without _total, one family each, beside per-queue counters", () => {
+    const t = renderMetrics(() => [
+      { labels: { device: "virtio/1/0", queue: 0 }, counters: { shadowCompleted: 7 }, gauges: { shadowInFlight: 2 } },
+      { labels: { device: "virtio/1/0", queue: 1 }, counters: { shadowCompleted: 3 }, gauges: { shadowInFlight: 0 } },
+    ]);
+    expect(t).toBe(
+      "# HELP xen_vhost_shadowCompleted_total requests returned to the guest's used ring\n# TYPE xen_vhost_shadowCompleted_total counter\n" +
+        'xen_vhost_shadowCompleted_total{device="virtio/1/0",queue="0"} 7\nxen_vhost_shadowCompleted_total{device="virtio/1/0",queue="1"} 3\n' +
+        "# HELP xen_vhost_shadowInFlight requests in the backend's shadow ring now\n# TYPE xen_vhost_shadowInFlight gauge\n" +
+        'xen_vhost_shadowInFlight{device="virtio/1/0",queue="0"} 2\nxen_vhost_shadowInFlight{device="virtio/1/0",queue="1"} 0\n',
+    );
+  });
+
   it("serves them on a unix socket", async () => {
     const path = join(mkdtempSync(join(tmpdir(), "xvm-metrics-")), "m.sock");
     const server = await serveMetrics(path, source);

@@ -11,8 +11,15 @@ export interface DeviceCounters {
   errors: number;
 }
 
-/** A source of labelled counters (the bridge registers each device). */
-export type CounterSource = () => Iterable<{ labels: Record<string, string | number>; counters: Partial<DeviceCounters> & Record<string, number> }>;
+/**
+ * A source of labelled counters (the bridge registers each device); `gauges` are values that go down as well
+ * (in-flight requests), rendered without the `_total` suffix.
+ */
+export type CounterSource = () => Iterable<{
+  labels: Record<string, string | number>;
+  counters: Partial<DeviceCounters> & Record<string, number>;
+  gauges?: Record<string, number>;
+}>;
 
 const HELP: Record<string, string> = {
   ioreqs: "MMIO accesses (ioreqs) served for the device",
@@ -27,6 +34,18 @@ const HELP: Record<string, string> = {
   unmapped: "guest accesses to addresses no device holds",
   badIoreqs: "malformed ioreqs (bad size, rep count, type, vCPU)",
   handlerErrors: "device handlers that failed",
+  // shadow mode, per device and queue (ShadowRings.stats() summed over the device's activations)
+  shadowPosted: "guest requests posted to the backend's shadow ring",
+  shadowCompleted: "requests returned to the guest's used ring",
+  shadowBytesIn: "bytes copied from guest buffers into shadow memory",
+  shadowBytesOut: "bytes copied from shadow memory back into guest buffers",
+  shadowStalls: "times the relay stopped taking guest requests (shadow pool or ring full)",
+  shadowReposted: "requests posted again to a reconnected backend",
+  shadowFailed: "requests completed to the guest as failed (backend lost)",
+  shadowKicks: "kicks the relay sent to the backend",
+  shadowInterrupts: "used-buffer interrupts the relay raised in the guest",
+  shadowInFlight: "requests in the backend's shadow ring now",
+  shadowPoolBytesUsed: "shadow buffer pool bytes in use now",
 };
 
 function escape(v: string): string {
@@ -35,19 +54,20 @@ function escape(v: string): string {
 
 /** Renders the counters as Prometheus text. */
 export function renderMetrics(source: CounterSource): string {
-  const byName = new Map<string, string[]>();
-  for (const { labels, counters } of source()) {
+  // One family per metric name: HELP and TYPE once, then a line per label set.
+  const families = new Map<string, { type: "counter" | "gauge"; help: string; lines: string[] }>();
+  const add = (metric: string, type: "counter" | "gauge", help: string, l: string, value: number): void => {
+    let f = families.get(metric);
+    if (!f) families.set(metric, (f = { type, help, lines: [] }));
+    f.lines.push(`${metric}{${l}} ${value}`);
+  };
+  for (const { labels, counters, gauges } of source()) {
     const l = Object.entries(labels).map(([k, v]) => `${k}="${escape(String(v))}"`).join(",");
-    for (const [name, value] of Object.entries(counters)) {
-      const lines = byName.get(name) ?? [];
-      lines.push(`xen_vhost_${name}_total{${l}} ${value}`);
-      byName.set(name, lines);
-    }
+    for (const [name, value] of Object.entries(counters)) add(`xen_vhost_${name}_total`, "counter", HELP[name] ?? name, l, value);
+    for (const [name, value] of Object.entries(gauges ?? {})) add(`xen_vhost_${name}`, "gauge", HELP[name] ?? name, l, value);
   }
   let out = "";
-  for (const [name, lines] of byName) {
-    out += `# HELP xen_vhost_${name}_total ${HELP[name] ?? name}\n# TYPE xen_vhost_${name}_total counter\n${lines.join("\n")}\n`;
-  }
+  for (const [metric, f] of families) out += `# HELP ${metric} ${f.help}\n# TYPE ${metric} ${f.type}\n${f.lines.join("\n")}\n`;
   return out;
 }
 

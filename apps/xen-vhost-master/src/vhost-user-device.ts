@@ -12,8 +12,9 @@ import type { GuestMemory } from "@xen-vhost/vm-memory";
 import { bit, VirtioFeature, type ConfigValue, type QueueConfig, type VirtioDevice } from "@xen-vhost/virtio-mmio";
 import { VhostUserError, VhostUserVirtioFeatures, type ProtocolFeatureName } from "@xen-vhost/vhost-user-protocol";
 import { DEFAULT_PROTOCOL_FEATURES, type Frontend, type MemoryRegionDescription, type Negotiated } from "@xen-vhost/vhost-user-master";
-import type { ShadowQueueError } from "@xen-vhost/shadow-virtqueue";
+import type { ShadowQueueError, ShadowQueueStats } from "@xen-vhost/shadow-virtqueue";
 import { ShadowRings, shadowBackendFeatures, shadowGuestFeatures, type ShadowMode } from "./shadow-rings.js";
+import type { SuppliedConfig } from "./device-config.js";
 
 export interface VhostUserDeviceOptions {
   /** A connected front-end (client or server mode); the device owns it from now on. */
@@ -32,6 +33,12 @@ export interface VhostUserDeviceOptions {
   translate: (gpa: bigint, len: number) => bigint;
   /** Feature bits the transport adds (ACCESS_PLATFORM when the guest uses grants). */
   extraFeatures?: bigint;
+  /**
+   * The config space to expose when the backend has no VHOST_USER_PROTOCOL_F_CONFIG (stock virtiofsd and
+   * DPDK: under QEMU the VMM's device model supplies it; see device-config.ts), given the queue count the
+   * backend reported. Its feature bits are offered to the guest but reach the backend only if it offered them.
+   */
+  suppliedConfig?: (backendQueues: number | undefined) => SuppliedConfig | undefined;
   /** Protocol features the backend must offer (XEN_MMAP for a Xen guest's foreign/grant memory). */
   requireProtocolFeatures?: readonly ProtocolFeatureName[];
   /**
@@ -95,13 +102,17 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
   readonly #log: Logger;
   readonly #queueMax: number;
   #config: Uint8Array;
+  /** The config space is the bridge's own (the backend has none): read-only, never refreshed. */
+  readonly configSupplied: boolean;
   #running = new Map<number, QueueRuntime>();
   #closed = false;
   /** Shadow mode was chosen at negotiation. */
   readonly shadow: boolean;
   #shadowRings: ShadowRings | undefined;
+  /** Relay counters of shadow rings already stopped (device resets), so the totals only ever grow. */
+  readonly #shadowTotals = new Map<number, ShadowQueueStats>();
 
-  private constructor(opts: VhostUserDeviceOptions, negotiated: Negotiated, config: Uint8Array, shadow: boolean) {
+  private constructor(opts: VhostUserDeviceOptions, negotiated: Negotiated, config: Uint8Array, shadow: boolean, supplied: SuppliedConfig | undefined) {
     super();
     this.#opts = opts;
     this.#fe = opts.frontend;
@@ -112,8 +123,9 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
     // features, dirty logging) which mean nothing to a guest, plus VERSION_1 (virtio-mmio v2 is modern only).
     this.shadow = shadow;
     const offered = shadow ? shadowGuestFeatures(negotiated.offeredFeatures) : negotiated.offeredFeatures & ~F_PROTOCOL & ~F_LOG_ALL;
-    this.features = offered | bit(VirtioFeature.VERSION_1) | (opts.extraFeatures ?? 0n);
-    this.numQueues = negotiated.queueNum ?? opts.defaultQueues;
+    this.features = offered | bit(VirtioFeature.VERSION_1) | (opts.extraFeatures ?? 0n) | (supplied?.features ?? 0n);
+    this.numQueues = supplied?.queues ?? negotiated.queueNum ?? opts.defaultQueues;
+    this.configSupplied = supplied !== undefined;
     this.#queueMax = opts.queueMaxSize;
     this.configSize = config.length;
     this.#config = config;
@@ -142,8 +154,19 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
     });
     const shadow = mode === "always" || (mode === "auto" && !wanted.every((f) => opts.frontend.hasProtocolFeature(f)));
     let config: Uint8Array = new Uint8Array(0);
+    let supplied: SuppliedConfig | undefined;
     if (opts.configSize > 0 && opts.frontend.hasProtocolFeature("CONFIG")) {
       config = await readConfig(opts.frontend, opts.configSize, log);
+    } else if (opts.suppliedConfig) {
+      try {
+        supplied = opts.suppliedConfig(negotiated.queueNum);
+      } catch (err) {
+        throw new VhostUserError("InvalidParam", `device config: ${(err as Error).message}`, { cause: err });
+      }
+      if (supplied) {
+        config = supplied.bytes;
+        log.info("backend has no config space (no CONFIG protocol feature); the bridge supplies it", supplied.describe);
+      }
     }
     log.info("backend negotiated", {
       features: `0x${negotiated.offeredFeatures.toString(16)}`,
@@ -152,7 +175,7 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
       configSize: config.length,
       mode: shadow ? "shadow" : "direct",
     });
-    return new VhostUserDevice(opts, negotiated, config, shadow);
+    return new VhostUserDevice(opts, negotiated, config, shadow, supplied);
   }
 
   get frontend(): Frontend {
@@ -170,6 +193,33 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
   /** Shadow mode's relays while the device runs (undefined in direct mode or before DRIVER_OK). */
   get shadowRings(): ShadowRings | undefined {
     return this.#shadowRings;
+  }
+
+  /**
+   * Shadow mode's relay counters per queue over the device's lifetime (every activation since it was
+   * created, for metrics), with the running rings' in-flight requests and pool bytes (0 when stopped).
+   */
+  shadowStats(): Map<number, ShadowQueueStats & { inFlight: number; poolUsed: number }> {
+    const out = new Map<number, ShadowQueueStats & { inFlight: number; poolUsed: number }>();
+    for (const [q, t] of this.#shadowTotals) out.set(q, { ...t, inFlight: 0, poolUsed: 0 });
+    for (const [q, s] of this.#shadowRings?.stats() ?? []) {
+      const t = this.#shadowTotals.get(q);
+      out.set(q, t ? { ...addStats(t, s), inFlight: s.inFlight, poolUsed: s.poolUsed } : s);
+    }
+    return out;
+  }
+
+  /** Stops the shadow rings, keeping their counters in the lifetime totals. */
+  #retireShadowRings(): void {
+    const rings = this.#shadowRings;
+    if (!rings) return;
+    this.#shadowRings = undefined;
+    for (const [q, s] of rings.stats()) {
+      const t = this.#shadowTotals.get(q);
+      const { inFlight: _i, poolUsed: _p, ...counters } = s;
+      this.#shadowTotals.set(q, t ? addStats(t, counters) : counters);
+    }
+    rings.close();
   }
 
   queueMaxSize(index: number): number {
@@ -198,6 +248,7 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
     else if (size === 4) dv.setUint32(0, Number(value) >>> 0, true);
     else if (size === 2) dv.setUint16(0, Number(value) & 0xffff, true);
     else dv.setUint8(0, Number(value) & 0xff);
+    if (this.configSupplied) throw new VhostUserError("InvalidParam", "the config space is supplied by the bridge and read-only (the backend has none)");
     if (!this.#fe.hasProtocolFeature("CONFIG")) throw new VhostUserError("InvalidParam", "the backend has no config space (no CONFIG protocol feature)");
     await this.#fe.setConfig(offset, bytes);
     this.#config.set(bytes, offset);
@@ -205,7 +256,7 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
 
   async #refreshConfig(): Promise<void> {
     try {
-      if (this.configSize > 0) this.#config = await readConfig(this.#fe, this.configSize, this.#log);
+      if (this.configSize > 0 && !this.configSupplied) this.#config = await readConfig(this.#fe, this.configSize, this.#log);
       this.emit("configChange");
     } catch (err) {
       this.#log.warn("config refresh failed", { error: String(err) });
@@ -215,7 +266,7 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
   /** DRIVER_OK: tells the backend the features, the memory and every ring, then starts it. */
   async activate(features: bigint, queues: readonly QueueConfig[]): Promise<void> {
     if (this.shadow) {
-      this.#shadowRings?.close();
+      this.#retireShadowRings();
       const rings = await ShadowRings.start(
         {
           frontend: this.#fe,
@@ -236,7 +287,9 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
       this.#log.info("device started (shadow rings)", { queues: queues.map((q) => q.index), features: `0x${features.toString(16)}` });
       return;
     }
-    // The guest's choice, plus the protocol-features bit the session was negotiated with.
+    // The guest's choice, plus the protocol-features bit the session was negotiated with; masked with the
+    // backend's offer, so bits the bridge added itself (ACCESS_PLATFORM, a supplied config's NET_F_MAC/STATUS)
+    // never reach a backend that did not offer them (shadowBackendFeatures does the same in shadow mode).
     const backendFeatures = features & ~bit(VirtioFeature.ACCESS_PLATFORM) | (this.negotiated.offeredFeatures & F_PROTOCOL);
     await this.#fe.setFeatures(backendFeatures & this.negotiated.offeredFeatures);
     await this.#fe.setMemory(this.#opts.memory());
@@ -315,8 +368,7 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
       }
       this.#stopQueue(i);
     }
-    this.#shadowRings?.close();
-    this.#shadowRings = undefined;
+    this.#retireShadowRings();
     if (!this.#fe.connected) return;
     if (this.#fe.hasProtocolFeature("RESET_DEVICE")) await this.#fe.resetDevice();
     else if (this.#fe.hasProtocolFeature("STATUS")) await this.#fe.setStatus(0);
@@ -331,8 +383,7 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
     if (this.#closed) return;
     this.#closed = true;
     for (const i of [...this.#running.keys()]) this.#stopQueue(i);
-    this.#shadowRings?.close();
-    this.#shadowRings = undefined;
+    this.#retireShadowRings();
     this.#fe.close();
   }
 
@@ -350,4 +401,12 @@ async function readConfig(fe: Frontend, size: number, log: Logger): Promise<Uint
     log.warn("backend refused GET_CONFIG; exposing no config space", { size, error: err.message });
     return new Uint8Array(0);
   }
+}
+
+function addStats(a: ShadowQueueStats, b: ShadowQueueStats): ShadowQueueStats {
+  return {
+    posted: a.posted + b.posted, completed: a.completed + b.completed, bytesIn: a.bytesIn + b.bytesIn, bytesOut: a.bytesOut + b.bytesOut,
+    stalls: a.stalls + b.stalls, reposted: a.reposted + b.reposted, failed: a.failed + b.failed, kicks: a.kicks + b.kicks,
+    interrupts: a.interrupts + b.interrupts,
+  };
 }

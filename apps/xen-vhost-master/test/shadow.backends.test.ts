@@ -205,6 +205,14 @@ describe.skipIf(!hasTestpmd)("shadow mode: DPDK testpmd net_vhost (needs dpdk-te
     }
     expect(seen.size).toBe(FRAMES);
     await g.reset();
+    // the relay's counters outlive the reset (the metrics endpoint reads them): every TX chain completed,
+    // every received frame was an RX completion, nothing in flight once stopped
+    expect(dev.shadowRings).toBeUndefined();
+    const tx = dev.shadowStats().get(1)!;
+    const rx = dev.shadowStats().get(0)!;
+    expect([tx.posted, tx.completed, tx.inFlight]).toEqual([FRAMES, FRAMES, 0]);
+    expect(rx.completed).toBe(FRAMES);
+    expect(tx.bytesIn).toBe(received.reduce((n, f) => n + f.length + NET_HDR, 0));
     dev.close();
     mem.close();
     await new Promise((r) => setTimeout(r, 20));
