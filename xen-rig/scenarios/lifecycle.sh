@@ -59,7 +59,7 @@ if console_wait lc1 '^DOMU: hwrng virtio_rng' 150; then echo "RIG: ok lifecycle 
 else echo "RIG: FAIL lifecycle lc1 did not read hwrng"; domu_console lc1; bridge_problems /tmp/bridge1.log; fi
 xl destroy lc1
 log_wait /tmp/bridge1.log '"guest released"' 1 60 || echo "RIG: FAIL lifecycle bridge kept domain $d1"
-create lc2 "domu.test=rngloop domu.rngsecs=40" || exit 1
+create lc2 "domu.test=rngloop domu.rngsecs=25" || exit 1
 d2=$(xl domid lc2)
 log_wait /tmp/bridge1.log 'device ready for the guest' 2 60
 xl unpause lc2
