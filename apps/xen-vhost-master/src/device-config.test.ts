@@ -6,7 +6,7 @@ import { GuestMemory, MmapRegion } from "@xen-vhost/vm-memory";
 import { deviceType, VirtioMmioTransport } from "@xen-vhost/virtio-mmio";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import {
-  VIRTIO_NET_F_MAC, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VirtioFsConfig, VirtioNetConfig, fsTagProblem, parseMac, suppliedConfig,
+  VIRTIO_NET_F_CTRL_VQ, VIRTIO_NET_F_MAC, VIRTIO_NET_F_MQ, VIRTIO_NET_F_MTU, VIRTIO_NET_F_STATUS, VirtioFsConfig, VirtioNetConfig, fsTagProblem, parseMac, suppliedConfig,
 } from "./device-config.js";
 import { VhostUserDevice } from "./vhost-user-device.js";
 import { MmioGuest } from "./shadow-guest.js";
@@ -14,6 +14,7 @@ import { MmioGuest } from "./shadow-guest.js";
 const FS = deviceType("fs")!.id;
 const NET = deviceType("net")!.id;
 const bit = (n: number): bigint => 1n << BigInt(n);
+const VIRTIO_NET_F_EVENT_IDX_RING = 29; // VIRTIO_RING_F_EVENT_IDX
 const MAC = Uint8Array.from([0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
 
 describe("config space layouts (virtio 1.2 5.1.4, 5.11.4)", () => {
@@ -50,6 +51,12 @@ describe("config space layouts (virtio 1.2 5.1.4, 5.11.4)", () => {
     expect(c.bytes.length).toBe(12);
     expect(VirtioNetConfig.decode(c.bytes)).toEqual({ mac: MAC, status: 1, max_virtqueue_pairs: 1, mtu: 1400 });
     expect(c.features).toBe(bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS) | bit(VIRTIO_NET_F_MTU));
+    // one pair and no MQ (QEMU's mq=off), whatever the backend's GET_QUEUE_NUM maximum (DPDK: 128)
+    expect(VirtioNetConfig.decode(suppliedConfig(NET, {}, 128)!.bytes).max_virtqueue_pairs).toBe(1);
+    // and no control queue (QEMU serves it itself; backends get data queues only): CTRL_VQ and its dependents
+    expect(c.withdraw & bit(VIRTIO_NET_F_MQ)).not.toBe(0n);
+    expect(c.withdraw & bit(VIRTIO_NET_F_CTRL_VQ)).not.toBe(0n);
+    expect(c.withdraw & (bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS))).toBe(0n);
     const noMac = suppliedConfig(NET, {}, undefined)!;
     expect(noMac.features).toBe(bit(VIRTIO_NET_F_STATUS));
     expect(suppliedConfig(deviceType("rng")!.id, {}, undefined)).toBeUndefined();
@@ -71,7 +78,8 @@ describe("a backend without VHOST_USER_PROTOCOL_F_CONFIG (in-process fake backen
   const noConfig = FAKE_PROTOCOL_FEATURES & ~bit(VhostUserProtocolFeature.CONFIG);
 
   async function device(deviceId: number, protocolFeatures: bigint, config?: Uint8Array): Promise<{ dev: VhostUserDevice; be: FakeBackend; mem: GuestMemory }> {
-    const [stream, be] = FakeBackend.pair({ protocolFeatures, queueNum: 2, ...(config ? { config } : {}) });
+    // the backend offers VIRTIO_NET_F_MQ (as DPDK does); with the bridge's config space the guest must not see it
+    const [stream, be] = FakeBackend.pair({ protocolFeatures, queueNum: 2, features: FAKE_FEATURES | bit(VIRTIO_NET_F_MQ) | bit(VIRTIO_NET_F_CTRL_VQ), ...(config ? { config } : {}) });
     const mem = new GuestMemory([MmapRegion.memfd(RAM, 1 << 20)]);
     const dev = await VhostUserDevice.create({
       frontend: Frontend.fromStream(stream), deviceId, defaultQueues: 2, queueMaxSize: 64, configSize: deviceType(deviceId)!.configSize,
@@ -87,6 +95,7 @@ describe("a backend without VHOST_USER_PROTOCOL_F_CONFIG (in-process fake backen
     expect(dev.configSupplied).toBe(true);
     const want = bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS);
     expect(dev.features & want).toBe(want);
+    expect(dev.features & (bit(VIRTIO_NET_F_MQ) | bit(VIRTIO_NET_F_CTRL_VQ))).toBe(0n);
     const g = await MmioGuest.start(dev, { mem, base: RAM, bytes: 1 << 20, queueSizes: [64, 64], wantFeatures: want });
     expect(g.features & want).toBe(want); // the guest acked them
     const cfg = await Promise.all([0, 1, 2, 3, 4, 5].map(async (i) => Number(await g.mmio.read(0x100 + i, 1))));
@@ -95,6 +104,7 @@ describe("a backend without VHOST_USER_PROTOCOL_F_CONFIG (in-process fake backen
     // the backend got only what it offered (VERSION_1, EVENT_IDX, PROTOCOL_FEATURES), not NET_F_MAC/STATUS
     expect(be.features & want).toBe(0n);
     expect(be.features & ~FAKE_FEATURES).toBe(0n);
+    expect(be.features & bit(VIRTIO_NET_F_EVENT_IDX_RING)).not.toBe(0n); // what both sides offered does go through
     await expect(dev.writeConfig(0, 1, 0)).rejects.toThrow(/read-only/);
     await g.reset();
     dev.close();
@@ -120,6 +130,7 @@ describe("a backend without VHOST_USER_PROTOCOL_F_CONFIG (in-process fake backen
     const { dev, be, mem } = await device(NET, FAKE_PROTOCOL_FEATURES, own);
     expect(dev.configSupplied).toBe(false);
     expect(dev.features & bit(VIRTIO_NET_F_MAC)).toBe(0n);
+    expect(dev.features & bit(VIRTIO_NET_F_MQ)).not.toBe(0n); // the backend's own config: its MQ stays
     expect(Number(await new Transport(dev).mmio.read(0x100, 4))).toBe(0xabababab);
     dev.close();
     be.close();

@@ -32,6 +32,8 @@ export interface SuppliedConfig {
   bytes: Uint8Array;
   /** Offered to the guest on top of the backend's features, never passed to the backend's SET_FEATURES. */
   features: bigint;
+  /** Backend feature bits not to offer the guest (their config fields are not what the backend would say). */
+  withdraw: bigint;
   /** How many virtqueues the device has (fs: hiprio + request queues), when the config decides it. */
   queues?: number;
   /** What was built, for the log. */
@@ -61,6 +63,13 @@ export const VIRTIO_NET_F_MTU = 3;
 export const VIRTIO_NET_F_MAC = 5;
 export const VIRTIO_NET_F_STATUS = 16;
 export const VIRTIO_NET_F_MQ = 22;
+export const VIRTIO_NET_F_CTRL_VQ = 17;
+/**
+ * VIRTIO_NET_F_CTRL_VQ and every bit that needs it (virtio 1.2 5.1.3.1; Linux's virtnet_validate_features
+ * refuses the device if one is offered without CTRL_VQ): CTRL_GUEST_OFFLOADS 2, CTRL_VQ 17, CTRL_RX 18,
+ * CTRL_VLAN 19, GUEST_ANNOUNCE 21, MQ 22, CTRL_MAC_ADDR 23, VQ_NOTF_COAL 52, NOTF_COAL 53, HASH_REPORT 57, RSS 60.
+ */
+export const VIRTIO_NET_CTRL_VQ_FEATURES = [2, 17, 18, 19, 21, 22, 23, 52, 53, 57, 60].reduce((m, b) => m | (1n << BigInt(b)), 0n);
 /** virtio 1.2 section 5.1.4: status bit VIRTIO_NET_S_LINK_UP. */
 export const VIRTIO_NET_S_LINK_UP = 1;
 /** virtio 1.2 section 5.1.4.1: mtu must be at least 68 (the IPv4 minimum); the field is le16. */
@@ -120,6 +129,7 @@ export function suppliedConfig(deviceId: number, options: DeviceOptions, backend
     return {
       bytes: VirtioFsConfig.encode({ tag: tagBytes, num_request_queues: requestQueues }),
       features: 0n,
+      withdraw: 0n,
       queues: 1 + requestQueues,
       describe: { tag, requestQueues },
     };
@@ -129,17 +139,21 @@ export function suppliedConfig(deviceId: number, options: DeviceOptions, backend
     const mtu = options.net?.mtu;
     if (mac && mac.length !== 6) throw new RangeError(`MAC of ${mac.length} bytes`);
     if (mtu !== undefined && (!Number.isInteger(mtu) || mtu < NET_MTU_MIN || mtu > NET_MTU_MAX)) throw new RangeError(`MTU ${mtu} not in ${NET_MTU_MIN}..${NET_MTU_MAX}`);
-    // rx/tx pairs (a trailing odd queue is the control queue); only meaningful with VIRTIO_NET_F_MQ.
-    const pairs = Math.max(1, Math.floor((backendQueues ?? 2) / 2));
+    // One rx/tx pair and no VIRTIO_NET_F_MQ, as QEMU's virtio-net by default (mq=off): what a backend reports
+    // in GET_QUEUE_NUM is its own maximum (DPDK says 128 whatever testpmd serves), not a guest's queue count.
+    // No control queue either: under QEMU the VMM serves it (virtio_net_handle_ctrl), vhost-user backends
+    // only get the data queues, and DPDK 22.11's net_vhost never answers it, so a Linux guest would spin in
+    // virtnet_send_command at `ip link set up`. CTRL_VQ goes, with every bit that needs it.
     return {
       bytes: VirtioNetConfig.encode({
         mac: mac ?? new Uint8Array(6),
         // QEMU's virtio-net reports the link up for a vhost-user peer (it has no link state to read).
         status: VIRTIO_NET_S_LINK_UP,
-        max_virtqueue_pairs: pairs,
+        max_virtqueue_pairs: 1,
         mtu: mtu ?? 0,
       }),
       features: (mac ? bit(VIRTIO_NET_F_MAC) : 0n) | bit(VIRTIO_NET_F_STATUS) | (mtu !== undefined ? bit(VIRTIO_NET_F_MTU) : 0n),
+      withdraw: VIRTIO_NET_CTRL_VQ_FEATURES,
       describe: { mac: mac ? formatMac(mac) : "(none: the guest picks one)", status: "link up", ...(mtu !== undefined ? { mtu } : {}) },
     };
   }

@@ -123,7 +123,7 @@ export class VhostUserDevice extends EventEmitter<VhostUserDeviceEvents> impleme
     // features, dirty logging) which mean nothing to a guest, plus VERSION_1 (virtio-mmio v2 is modern only).
     this.shadow = shadow;
     const offered = shadow ? shadowGuestFeatures(negotiated.offeredFeatures) : negotiated.offeredFeatures & ~F_PROTOCOL & ~F_LOG_ALL;
-    this.features = offered | bit(VirtioFeature.VERSION_1) | (opts.extraFeatures ?? 0n) | (supplied?.features ?? 0n);
+    this.features = (offered & ~(supplied?.withdraw ?? 0n)) | bit(VirtioFeature.VERSION_1) | (opts.extraFeatures ?? 0n) | (supplied?.features ?? 0n);
     this.numQueues = supplied?.queues ?? negotiated.queueNum ?? opts.defaultQueues;
     this.configSupplied = supplied !== undefined;
     this.#queueMax = opts.queueMaxSize;
