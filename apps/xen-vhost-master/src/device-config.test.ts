@@ -54,6 +54,7 @@ describe("config space layouts (virtio 1.2 5.1.4, 5.11.4)", () => {
     // one pair and no MQ (QEMU's mq=off), whatever the backend's GET_QUEUE_NUM maximum (DPDK: 128)
     expect(VirtioNetConfig.decode(suppliedConfig(NET, {}, 128)!.bytes).max_virtqueue_pairs).toBe(1);
     // and no control queue (QEMU serves it itself; backends get data queues only): CTRL_VQ and its dependents
+    expect(c.queues).toBe(2);
     expect(c.withdraw & bit(VIRTIO_NET_F_MQ)).not.toBe(0n);
     expect(c.withdraw & bit(VIRTIO_NET_F_CTRL_VQ)).not.toBe(0n);
     expect(c.withdraw & (bit(VIRTIO_NET_F_MAC) | bit(VIRTIO_NET_F_STATUS))).toBe(0n);

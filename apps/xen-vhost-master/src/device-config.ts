@@ -138,6 +138,7 @@ export function suppliedConfig(deviceId: number, options: DeviceOptions, backend
     const mac = options.net?.mac;
     const mtu = options.net?.mtu;
     if (mac && mac.length !== 6) throw new RangeError(`MAC of ${mac.length} bytes`);
+    if (backendQueues !== undefined && backendQueues < 2) throw new RangeError(`virtio-net needs 2 queues (rx, tx), the backend has ${backendQueues}`);
     if (mtu !== undefined && (!Number.isInteger(mtu) || mtu < NET_MTU_MIN || mtu > NET_MTU_MAX)) throw new RangeError(`MTU ${mtu} not in ${NET_MTU_MIN}..${NET_MTU_MAX}`);
     // One rx/tx pair and no VIRTIO_NET_F_MQ, as QEMU's virtio-net by default (mq=off): what a backend reports
     // in GET_QUEUE_NUM is its own maximum (DPDK says 128 whatever testpmd serves), not a guest's queue count.
@@ -154,6 +155,8 @@ export function suppliedConfig(deviceId: number, options: DeviceOptions, backend
       }),
       features: (mac ? bit(VIRTIO_NET_F_MAC) : 0n) | bit(VIRTIO_NET_F_STATUS) | (mtu !== undefined ? bit(VIRTIO_NET_F_MTU) : 0n),
       withdraw: VIRTIO_NET_CTRL_VQ_FEATURES,
+      // receiveq1 and transmitq1 (virtio 1.2 5.1.2) and nothing the guest could set up beyond them
+      queues: 2,
       describe: { mac: mac ? formatMac(mac) : "(none: the guest picks one)", status: "link up", ...(mtu !== undefined ? { mtu } : {}) },
     };
   }

@@ -182,7 +182,8 @@ describe.skipIf(!hasTestpmd)("virtio-net: DPDK testpmd through the bridge (needs
     const { bridge, metrics } = await bridgeFor("virtio,device1", socket, ["--name", "net", "--mac", mac]);
     // What the guest is offered: testpmd's bits with the bridge's MAC/STATUS, without the control queue and
     // MQ (QEMU serves the control queue itself; DPDK 22.11 never answers it).
-    const ready = JSON.parse(bridge.log.find((l) => l.includes("device ready for the guest"))!.replace(/^\[bridge\] /, "")) as { features: number };
+    const ready = JSON.parse(bridge.log.find((l) => l.includes("device ready for the guest"))!.replace(/^\[bridge\] /, "")) as { features: number; queues: number };
+    expect(ready.queues).toBe(2); // rx and tx, although testpmd reports 128 in GET_QUEUE_NUM
     const offered = BigInt(ready.features);
     expect([5, 16, 17, 22].map((b) => Number((offered >> BigInt(b)) & 1n))).toEqual([1, 1, 0, 0]);
     const FRAMES = 20;
