@@ -3,6 +3,7 @@ export * from "./defs.js";
 export { Descriptor } from "./descriptor.js";
 export { DescriptorChain } from "./chain.js";
 export { Queue, type QueueOptions } from "./queue.js";
+export { walkChain, type WalkChainOptions } from "./walk.js";
 export {
   DriverQueue,
   type AddOptions,

@@ -7,7 +7,7 @@
 // order. A malformed chain is consumed (the queue moves past it, so one bad entry cannot wedge the queue)
 // and reported as a VirtqueueError carrying its `head`, which the device should return used with len 0.
 import { GuestAddress, GuestMemoryError, type GuestAddressLike, type GuestMemory } from "@xen-vhost/vm-memory";
-import { DescriptorChain } from "./chain.js";
+import type { DescriptorChain } from "./chain.js";
 import {
   AVAIL_FLAGS,
   AVAIL_IDX,
@@ -20,9 +20,6 @@ import {
   USED_RING,
   USED_RING_ALIGN,
   VIRTQ_AVAIL_F_NO_INTERRUPT,
-  VIRTQ_DESC_F_INDIRECT,
-  VIRTQ_DESC_F_NEXT,
-  VIRTQ_DESC_F_WRITE,
   VIRTQ_USED_F_NO_NOTIFY,
   availEventOffset,
   availRingSize,
@@ -32,9 +29,9 @@ import {
   usedRingSize,
   vringNeedEvent,
 } from "./defs.js";
-import { Descriptor } from "./descriptor.js";
 import { VirtqueueError } from "./error.js";
 import { GuestPart, addrAdd } from "./guest-part.js";
+import { ChainWalker } from "./walk.js";
 
 export interface QueueOptions {
   /** Largest size the device supports (default 32768). */
@@ -48,12 +45,60 @@ export interface QueueOptions {
   indirect?: boolean;
 }
 
+/**
+ * In-place views of the three parts, when each lies inside one region mapped up front (memfd, Xen foreign
+ * mappings): the hot path then reads and writes the rings without a GuestMemory lookup per access. Index
+ * fields go through Atomics (one aligned access each, as GuestMemory.load16/store16 do); used elements are
+ * single aligned 32-bit stores published by the used idx store after a fence.
+ */
+interface RingViews {
+  /** The descriptor table (`size * 16` bytes); `descBytes` is the same memory, to detect unmapping. */
+  readonly desc: DataView;
+  readonly descBytes: Uint8Array;
+  /** struct virtq_avail as u16s: [0] flags, [1] idx, [2 + i] ring[i], [2 + size] used_event. */
+  readonly avail: Uint16Array;
+  /** struct virtq_used as u16s: [0] flags, [1] idx, [2 + 4 * size] avail_event. */
+  readonly used16: Uint16Array;
+  /** struct virtq_used as u32s: ring[i].id at [1 + 2 * i], ring[i].len at [2 + 2 * i]. */
+  readonly used32: Uint32Array;
+}
+
 /** The parts' addresses as plain numbers, available once the configuration is validated. */
 interface Rings {
   readonly size: number;
   readonly desc: GuestPart;
   readonly avail: GuestPart;
   readonly used: GuestPart;
+  /** Dropped (for good) once the memory is closed or unmapped: the GuestMemory path then reports it. */
+  views: RingViews | undefined;
+}
+
+/** `[addr, addr + len)` in place, if it lies inside one region mapped up front; otherwise undefined. */
+function inPlace(mem: GuestMemory, addr: GuestAddress, len: number, align: number): Uint8Array | undefined {
+  try {
+    if (mem.findRegion(addr)?.mapping === undefined) return undefined;
+    const bytes = mem.slice(addr, len);
+    return bytes.byteOffset % align === 0 ? bytes : undefined;
+  } catch (e) {
+    // across two regions, or closed: the GuestMemory path handles (or reports) it
+    if (e instanceof GuestMemoryError) return undefined;
+    throw e;
+  }
+}
+
+function ringViews(mem: GuestMemory, desc: GuestAddress, avail: GuestAddress, used: GuestAddress, size: number): RingViews | undefined {
+  const d = inPlace(mem, desc, descTableSize(size), 1);
+  const a = inPlace(mem, avail, availRingSize(size), 2);
+  const u = inPlace(mem, used, usedRingSize(size), 4);
+  if (!d || !a || !u) return undefined;
+  return {
+    desc: new DataView(d.buffer, d.byteOffset, d.byteLength),
+    descBytes: d,
+    avail: new Uint16Array(a.buffer, a.byteOffset, a.byteLength >>> 1),
+    used16: new Uint16Array(u.buffer, u.byteOffset, u.byteLength >>> 1),
+    // the used ring's size is 6 + 8 * size: the last u32 slot ends before avail_event's padding
+    used32: new Uint32Array(u.buffer, u.byteOffset, u.byteLength >>> 2),
+  };
 }
 
 function guestErr(e: unknown, what: string, head?: number): never {
@@ -80,11 +125,7 @@ export class Queue {
   #nextUsed = 0;
   #signalledUsed: number | undefined;
   #rings: Rings | undefined;
-  /** Generation-stamped visit marks for loop detection: no allocation per chain. */
-  #visited = new Uint32Array(0);
-  #generation = 0;
-  readonly #scratch = new Uint8Array(16);
-  readonly #scratchView = new DataView(this.#scratch.buffer);
+  readonly #walker = new ChainWalker();
 
   constructor(mem: GuestMemory, options: QueueOptions = {}) {
     const maxSize = options.maxSize ?? MAX_QUEUE_SIZE;
@@ -232,19 +273,31 @@ export class Queue {
       if (!ok) throw new VirtqueueError("InvalidConfig", `${name} ${addr.toString()} (+${len}) is outside guest memory`);
       return new GuestPart(addr.value, len);
     };
-    const rings = {
+    const rings: Rings = {
       size,
       desc: part("descriptor table", this.#descTable, descTableSize(size), DESC_TABLE_ALIGN),
       avail: part("avail ring", this.#availRing, availRingSize(size), AVAIL_RING_ALIGN),
       used: part("used ring", this.#usedRing, usedRingSize(size), USED_RING_ALIGN),
+      views: ringViews(this.#mem, this.#descTable, this.#availRing, this.#usedRing, size),
     };
     this.#rings = rings;
     return rings;
   }
 
+  /** The in-place views while they are usable. */
+  #views(r: Rings): RingViews | undefined {
+    const v = r.views;
+    if (v === undefined) return undefined;
+    if (!this.#mem.closed && v.descBytes.length !== 0 && v.avail.length !== 0 && v.used16.length !== 0) return v;
+    r.views = undefined;
+    return undefined;
+  }
+
   /** The driver's avail idx (one aligned 16-bit load). @throws VirtqueueError `InvalidConfig`. */
   availIdx(): number {
     const r = this.#config();
+    const v = this.#views(r);
+    if (v !== undefined) return Atomics.load(v.avail, 1);
     try {
       return this.#mem.load16(r.avail.addr(AVAIL_IDX));
     } catch (e) {
@@ -255,6 +308,8 @@ export class Queue {
   /** The used idx as published in the ring. */
   usedIdx(): number {
     const r = this.#config();
+    const v = this.#views(r);
+    if (v !== undefined) return Atomics.load(v.used16, 1);
     try {
       return this.#mem.load16(r.used.addr(USED_IDX));
     } catch (e) {
@@ -276,8 +331,18 @@ export class Queue {
   pop(): DescriptorChain | undefined {
     const r = this.#config();
     const mem = this.#mem;
+    const v = this.#views(r);
     let head: number;
-    try {
+    if (v !== undefined) {
+      const availIdx = Atomics.load(v.avail, 1);
+      const pending = (availIdx - this.#nextAvail) & 0xffff;
+      if (pending === 0) return undefined;
+      if (pending > r.size)
+        throw new VirtqueueError("InvalidAvailIdx", `avail idx ${availIdx} is ${pending} entries past ${this.#nextAvail} (queue size ${r.size})`);
+      // Ring entries and descriptors were written before the index: read them only after it.
+      mem.fence();
+      head = Atomics.load(v.avail, 2 + (this.#nextAvail & (r.size - 1)));
+    } else try {
       const availIdx = mem.load16(r.avail.addr(AVAIL_IDX));
       const pending = (availIdx - this.#nextAvail) & 0xffff;
       if (pending === 0) return undefined;
@@ -290,86 +355,19 @@ export class Queue {
       guestErr(e, "avail ring");
     }
     this.#nextAvail = (this.#nextAvail + 1) & 0xffff;
-    return this.#walk(r, head);
+    return this.#walker.walk(mem, r.desc, v?.desc, r.size, head, this.#indirect, this.#maxChainOption ?? Math.max(r.size, 1024));
   }
 
-  #mark(idx: number): boolean {
-    if (this.#visited[idx] === this.#generation) return false;
-    this.#visited[idx] = this.#generation;
-    return true;
-  }
-
-  #newGeneration(entries: number): void {
-    if (this.#visited.length < entries) this.#visited = new Uint32Array(Math.max(entries, this.#visited.length * 2));
-    this.#generation = (this.#generation + 1) >>> 0;
-    if (this.#generation === 0) {
-      this.#visited.fill(0);
-      this.#generation = 1;
-    }
-  }
-
-  #readDesc(at: number | bigint, head: number): Descriptor {
-    try {
-      this.#mem.readInto(at, this.#scratch);
-    } catch (e) {
-      guestErr(e, `descriptor at 0x${at.toString(16)}`, head);
-    }
-    const v = this.#scratchView;
-    return new Descriptor(v.getBigUint64(0, true), v.getUint32(8, true), v.getUint16(12, true), v.getUint16(14, true));
-  }
-
-  #inMemory(addr: bigint, len: number, head: number): boolean {
-    try {
-      return this.#mem.checkRange(addr, len);
-    } catch (e) {
-      guestErr(e, "descriptor buffer", head);
-    }
-  }
-
-  #walk(r: Rings, head: number): DescriptorChain {
-    const fail = (kind: ConstructorParameters<typeof VirtqueueError>[0], msg: string): never => {
-      throw new VirtqueueError(kind, `chain ${head}: ${msg}`, { head });
-    };
-    if (head >= r.size) fail("InvalidIndex", `head index ${head} outside a ${r.size}-entry table`);
-    const maxLen = this.#maxChainOption ?? Math.max(r.size, 1024);
-    const descs: Descriptor[] = [];
-    let table = r.desc;
-    let entries = r.size;
-    let idx = head;
-    let indirect = false;
-    let seenWrite = false;
-    this.#newGeneration(entries);
-    for (;;) {
-      if (idx >= entries) fail("InvalidIndex", `next index ${idx} outside a ${entries}-entry ${indirect ? "indirect " : ""}table`);
-      if (!this.#mark(idx)) fail("DescriptorLoop", `descriptor ${idx} visited twice`);
-      const d = this.#readDesc(table.addr(idx * 16), head);
-      if ((d.flags & VIRTQ_DESC_F_INDIRECT) !== 0) {
-        // virtio 1.2 2.7.5.3.1: one table per descriptor, no nesting, INDIRECT and NEXT not both.
-        if (indirect) fail("InvalidIndirect", "indirect descriptor inside an indirect table");
-        if (!this.#indirect) fail("InvalidIndirect", "indirect descriptor but VIRTIO_RING_F_INDIRECT_DESC not negotiated");
-        if ((d.flags & VIRTQ_DESC_F_NEXT) !== 0) fail("InvalidIndirect", "indirect descriptor with VIRTQ_DESC_F_NEXT");
-        if (d.len === 0 || d.len % 16 !== 0) fail("InvalidIndirect", `indirect table length ${d.len} is not a positive multiple of 16`);
-        const n = d.len / 16;
-        if (n > 65536) fail("InvalidIndirect", `indirect table of ${n} entries (next is 16-bit)`);
-        if (descs.length + n > maxLen) fail("ChainTooLong", `indirect table of ${n} descriptors exceeds ${maxLen}`);
-        if (!this.#inMemory(d.addr, d.len, head)) fail("OutOfBounds", `indirect table 0x${d.addr.toString(16)} (+${d.len}) outside guest memory`);
-        table = new GuestPart(d.addr, d.len);
-        entries = n;
-        idx = 0;
-        indirect = true;
-        this.#newGeneration(entries);
-        continue;
-      }
-      if ((d.flags & VIRTQ_DESC_F_WRITE) !== 0) seenWrite = true;
-      else if (seenWrite) fail("ReadAfterWrite", `device-readable descriptor ${idx} after a device-writable one`);
-      if (d.len > 0 && !this.#inMemory(d.addr, d.len, head))
-        fail("OutOfBounds", `buffer 0x${d.addr.toString(16)} (+${d.len}) of descriptor ${idx} outside guest memory`);
-      descs.push(d);
-      if (descs.length > maxLen) fail("ChainTooLong", `more than ${maxLen} descriptors`);
-      if ((d.flags & VIRTQ_DESC_F_NEXT) === 0) break;
-      idx = d.next;
-    }
-    return new DescriptorChain(this.#mem, head, descs, indirect);
+  /**
+   * The validated chain starting at descriptor `head` of the table, without touching the avail ring or
+   * `nextAvail`: for heads that come from elsewhere (vhost-user inflight resubmission after a reconnect,
+   * vhost-user.rst "Inflight I/O tracking"). Same checks as `pop()`.
+   * @throws VirtqueueError `InvalidConfig`, or one carrying `head`: `InvalidIndex`, `DescriptorLoop`,
+   *   `ChainTooLong`, `InvalidIndirect`, `ReadAfterWrite`, `OutOfBounds`, `GuestMemory`.
+   */
+  chainAt(head: number): DescriptorChain {
+    const r = this.#config();
+    return this.#walker.walk(this.#mem, r.desc, this.#views(r)?.desc, r.size, head, this.#indirect, this.#maxChainOption ?? Math.max(r.size, 1024));
   }
 
   /**
@@ -377,25 +375,38 @@ export class Queue {
    * aligned 16-bit store. With `publish: false`, call `publishUsed()` after a batch.
    * @throws VirtqueueError `InvalidIndex` for a head outside the table, `InvalidConfig`.
    */
-  addUsed(head: number, len: number, options: { publish?: boolean } = {}): void {
+  addUsed(head: number, len: number, options?: { publish?: boolean }): void {
     const r = this.#config();
     if (!Number.isInteger(head) || head < 0 || head >= r.size)
       throw new VirtqueueError("InvalidIndex", `used id ${head} outside a ${r.size}-entry table`);
     if (!Number.isInteger(len) || len < 0 || len > 0xffffffff) throw new RangeError(`used len ${len} is not a u32`);
-    const slot = r.used.addr(USED_RING + 8 * (this.#nextUsed & (r.size - 1)));
-    try {
-      this.#mem.store32(slot, head);
-      this.#mem.store32(addrAdd(slot, 4), len);
-    } catch (e) {
-      guestErr(e, "used ring");
+    const v = this.#views(r);
+    if (v !== undefined) {
+      const i = 1 + 2 * (this.#nextUsed & (r.size - 1));
+      v.used32[i] = head;
+      v.used32[i + 1] = len;
+    } else {
+      const slot = r.used.addr(USED_RING + 8 * (this.#nextUsed & (r.size - 1)));
+      try {
+        this.#mem.store32(slot, head);
+        this.#mem.store32(addrAdd(slot, 4), len);
+      } catch (e) {
+        guestErr(e, "used ring");
+      }
     }
     this.#nextUsed = (this.#nextUsed + 1) & 0xffff;
-    if (options.publish ?? true) this.publishUsed();
+    if (options?.publish ?? true) this.publishUsed();
   }
 
   /** Publishes `nextUsed` as the used idx (fence, then one aligned 16-bit store). */
   publishUsed(): void {
     const r = this.#config();
+    const v = this.#views(r);
+    if (v !== undefined) {
+      this.#mem.fence();
+      Atomics.store(v.used16, 1, this.#nextUsed);
+      return;
+    }
     try {
       this.#mem.fence();
       this.#mem.store16(r.used.addr(USED_IDX), this.#nextUsed);
@@ -415,6 +426,11 @@ export class Queue {
       const used = this.#nextUsed;
       const old = this.#signalledUsed;
       this.#signalledUsed = used;
+      const v = this.#views(r);
+      if (v !== undefined) {
+        if (!this.#eventIdx) return (Atomics.load(v.avail, 0) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
+        return old === undefined || vringNeedEvent(Atomics.load(v.avail, 2 + r.size), used, old);
+      }
       if (!this.#eventIdx) return (this.#mem.load16(r.avail.addr(AVAIL_FLAGS)) & VIRTQ_AVAIL_F_NO_INTERRUPT) === 0;
       if (old === undefined) return true;
       return vringNeedEvent(this.#mem.load16(r.avail.addr(usedEventOffset(r.size))), used, old);
@@ -429,6 +445,13 @@ export class Queue {
    */
   enableNotification(): boolean {
     const r = this.#config();
+    const v = this.#views(r);
+    if (v !== undefined) {
+      if (this.#eventIdx) Atomics.store(v.used16, 2 + 4 * r.size, this.#nextAvail);
+      else Atomics.store(v.used16, 0, 0);
+      this.#mem.fence();
+      return Atomics.load(v.avail, 1) !== this.#nextAvail;
+    }
     try {
       if (this.#eventIdx) this.#mem.store16(r.used.addr(availEventOffset(r.size)), this.#nextAvail);
       else this.#mem.store16(r.used.addr(USED_FLAGS), 0);
@@ -443,6 +466,11 @@ export class Queue {
   disableNotification(): void {
     const r = this.#config();
     if (this.#eventIdx) return;
+    const v = this.#views(r);
+    if (v !== undefined) {
+      Atomics.store(v.used16, 0, VIRTQ_USED_F_NO_NOTIFY);
+      return;
+    }
     try {
       this.#mem.store16(r.used.addr(USED_FLAGS), VIRTQ_USED_F_NO_NOTIFY);
     } catch (e) {

@@ -19,9 +19,9 @@ export interface Setup<T = unknown> extends Disposable {
   queue: Queue;
 }
 
-export function setup<T = unknown>(size: number, options: CreateOptions & QueueOptions = {}): Setup<T> {
+export function setup<T = unknown>(size: number, options: CreateOptions & QueueOptions & { ringBase?: number } = {}): Setup<T> {
   const mem = GuestMemory.fromRanges(RAM);
-  const driver = DriverQueue.create<T>(mem, 0x1000, size, options);
+  const driver = DriverQueue.create<T>(mem, options.ringBase ?? 0x1000, size, options);
   const qo: QueueOptions = {};
   if (options.maxChainLength !== undefined) qo.maxChainLength = options.maxChainLength;
   if (options.indirect !== undefined) qo.indirect = options.indirect;
