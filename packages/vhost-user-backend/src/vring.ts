@@ -231,17 +231,21 @@ export class Vring implements DeviceVring {
     }
     this.#running = true;
     try {
-      // Loop while the device makes progress: a device that leaves chains in the ring on purpose (a rate
-      // limit, an event queue waiting for interrupts) must not spin here; it calls trigger() when ready.
-      let progress: boolean;
+      // Loop while the device makes progress or the driver published while it ran: a device that leaves
+      // chains in the ring on purpose (a rate limit, an event queue waiting for interrupts) must not spin
+      // here (it calls trigger() when ready), but a chain published after the device's last look, while
+      // notifications were off, came without a kick: nobody else will ever look at it.
+      let again: boolean;
       do {
         this.#again = false;
         this.#popped = 0;
         q.disableNotification();
+        const seen = q.availIdx();
         this.#device.handleQueue(this);
         if (this.#queue !== q || this.#broken) return;
-        progress = this.#popped > 0;
-      } while ((q.enableNotification() && progress) || this.#again);
+        const progress = this.#popped > 0;
+        again = q.enableNotification() && (progress || q.availIdx() !== seen);
+      } while (again || this.#again);
     } catch (err) {
       this.#fault(err);
     } finally {

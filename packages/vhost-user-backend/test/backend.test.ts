@@ -104,6 +104,38 @@ describe("data path", () => {
     });
   }
 
+  it("serves a chain the driver published while the device ran with notifications off (no kick comes for it)", async () => {
+    // The lost wake-up: the device looks at an empty ring with VIRTQ_USED_F_NO_NOTIFY set (here the run
+    // SET_VRING_ENABLE triggers); the driver publishes right then, reads NO_NOTIFY and does not kick. The
+    // back-end must look again after re-enabling notifications, even though that run popped nothing.
+    const device = new EchoDevice();
+    const setUp: { ring?: Awaited<ReturnType<TestFrontend["setupRing"]>> } = {};
+    let raced = false;
+    const handle = device.handleQueue.bind(device);
+    device.handleQueue = (vring) => {
+      handle(vring);
+      const ring = setUp.ring;
+      if (raced || !ring) return;
+      raced = true;
+      mem.write(0x8000, enc.encode("late"));
+      ring.driver.add({ readable: [{ addr: 0x8000, len: 4 }], writable: [{ addr: 0x9000, len: 4 }] }, { token: 1 });
+      if (ring.driver.needsNotification()) ring.kick.write(1); // an honest driver: no kick under NO_NOTIFY
+    };
+    const { path } = startDaemon(device);
+    const mem = memory();
+    const fe = track(TestFrontend.connect(path));
+    await fe.negotiate({ features: (await fe.u64("GET_FEATURES")) & ~(1n << 29n) });
+    await fe.setMemTable(mem);
+    const ring = (setUp.ring = await fe.setupRing(mem, 0, 0x1000n, 8, { enable: false }));
+    track(ring.kick);
+    track(ring.call);
+    await fe.ack("SET_VRING_ENABLE", { kind: "vring-state", index: 0, num: 1 });
+    const [u] = await collectUsed(ring, 1);
+    expect(raced).toBe(true);
+    expect(u!.len).toBe(4);
+    expect(new TextDecoder().decode(mem.read(0x9000, 4))).toBe("etal");
+  });
+
   it("buffers spanning two memfd regions and indirect chains", async () => {
     const { path } = startDaemon();
     const mem = memory();
