@@ -5,7 +5,7 @@ import { GuestMemory } from "@xen-vhost/vm-memory";
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { DriverQueue } from "./driver.js";
 import { VIRTQ_AVAIL_F_NO_INTERRUPT, VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE, VIRTQ_USED_F_NO_NOTIFY } from "./defs.js";
-import { DATA, RAM, kindOf } from "../test/helpers.js";
+import { DATA, MIB, RAM, kindOf } from "../test/helpers.js";
 
 let leaks: { check(): string[] };
 beforeEach(() => {
@@ -159,5 +159,87 @@ describe("DriverQueue harvesting and notification", () => {
     expect(mem.load16(usedEvent)).toBe(0x8000);
     d.enableInterrupts();
     expect(mem.load16(usedEvent)).toBe(0);
+  });
+});
+
+describe("DriverQueue hot path", () => {
+  function deviceReturns(mem: GuestMemory, d: DriverQueue, usedIdx: number, id: number, len: number): void {
+    const slot = d.usedRing.value + 4n + 8n * BigInt(usedIdx % d.size);
+    mem.store32(slot, id);
+    mem.store32(slot + 4n, len);
+    mem.store16(d.usedRing.value + 2n, (usedIdx + 1) & 0xffff);
+  }
+  const ringBytes = (mem: GuestMemory, d: DriverQueue) => [
+    mem.read(d.descTable.value, 16 * d.size),
+    mem.read(d.availRing.value, 6 + 2 * d.size),
+  ];
+
+  it("getUsedInto fills a reused slot, reuses freed descriptors and keeps tokens per head", () => {
+    using mem = GuestMemory.fromRanges(RAM);
+    const d = DriverQueue.create<string>(mem, 0x1000, 4);
+    const out = { id: -1, len: -1, token: undefined as string | undefined };
+    const chain = { readable: [{ addr: DATA, len: 16 }], writable: [{ addr: DATA + 0x100, len: 32 }] };
+    for (let i = 0; i < 10; i++) {
+      const a = d.add(chain, { token: `a${i}` });
+      const b = d.add({ writable: [{ addr: DATA + 0x200, len: 1 }] }, { token: `b${i}` });
+      expect(d.numFree).toBe(1);
+      expect(d.getUsedInto(out)).toBe(false);
+      deviceReturns(mem, d, 2 * i, b, 1); // out of order
+      deviceReturns(mem, d, 2 * i + 1, a, 48);
+      expect(d.getUsedInto(out)).toBe(true);
+      expect(out).toEqual({ id: b, len: 1, token: `b${i}` });
+      expect(d.getUsedInto(out)).toBe(true);
+      expect(out).toEqual({ id: a, len: 48, token: `a${i}` });
+      expect([d.numFree, d.inFlight]).toEqual([4, 0]);
+      // the same head returned twice is refused (its chain is no longer in flight)
+    }
+    deviceReturns(mem, d, 20, 0, 0);
+    expect(kindOf(() => d.getUsedInto(out))).toBe("InvalidIndex");
+  });
+
+  it("writes the same bytes in place as through GuestMemory (rings straddling two regions)", () => {
+    using mem = GuestMemory.fromRanges(RAM);
+    // one queue inside a region (in-place views), one whose descriptor table crosses the 1 MiB boundary
+    const inPlace = DriverQueue.create<number>(mem, 0x1000, 16, { indirectMaxEntries: 4, eventIdx: true });
+    const straddle = DriverQueue.create<number>(mem, 0x10_0000 - 0x80, 16, { indirectMaxEntries: 4, eventIdx: true });
+    const hi = 0x4_0000_0000; // addresses are only written, not checked against memory, when len is 0
+    for (const d of [inPlace, straddle]) {
+      d.add({ readable: [{ addr: 4 * MIB, len: 8 }, { addr: hi, len: 0 }], writable: [{ addr: 4 * MIB + 8, len: 100 }] }, { token: 1 });
+      d.add({ readable: [{ addr: DATA, len: 8 }], writable: [{ addr: 4n * BigInt(MIB), len: 8 }] }, { token: 2, indirect: true });
+      d.disableInterrupts();
+    }
+    const [dA, aA] = ringBytes(mem, inPlace);
+    const [dB, aB] = ringBytes(mem, straddle);
+    // indirect tables live at different addresses: compare everything but the indirect descriptor's address
+    const top = (b: Uint8Array) => new DataView(b.buffer).getBigUint64(16 * 3, true);
+    expect([top(dA!), top(dB!)]).toEqual([DriverQueue.layout(0x1000, 16, { indirectMaxEntries: 4 }).indirectTable! + 3n * 4n * 16n, DriverQueue.layout(0x10_0000 - 0x80, 16, { indirectMaxEntries: 4 }).indirectTable! + 3n * 4n * 16n]);
+    dA!.fill(0, 48, 56);
+    dB!.fill(0, 48, 56);
+    expect(dB).toEqual(dA);
+    expect(aB).toEqual(aA);
+    expect(new DataView(dA!.buffer).getBigUint64(16, true)).toBe(BigInt(hi));
+  });
+
+  it("keeps used_event out of the device's reach while interrupts are off (EVENT_IDX)", () => {
+    using mem = GuestMemory.fromRanges(RAM);
+    const d = DriverQueue.create<number>(mem, 0x1000, 8, { eventIdx: true });
+    const usedEvent = d.availRing.value + 4n + 2n * 8n;
+    d.disableInterrupts();
+    expect(d.interruptsDisabled).toBe(true);
+    const out = { id: 0, len: 0, token: undefined as number | undefined };
+    // 40,000 completions: a used_event set once would be crossed after 32,768 of them
+    let interrupts = 0;
+    for (let i = 0; i < 40_000; i++) {
+      const h = d.add({ writable: [{ addr: DATA, len: 4 }] }, { token: i });
+      const old = i & 0xffff;
+      deviceReturns(mem, d, old, h, 4);
+      const ev = mem.load16(usedEvent);
+      // vring_need_event(used_event, new, old): the device would interrupt
+      if (((old + 1 - ev - 1) & 0xffff) < 1) interrupts++;
+      if (!d.getUsedInto(out) || out.token !== i) throw new Error(`completion ${i} not harvested`);
+    }
+    expect(interrupts).toBe(0);
+    expect(d.enableInterrupts()).toBe(false);
+    expect(mem.load16(usedEvent)).toBe(40_000);
   });
 });

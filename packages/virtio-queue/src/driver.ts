@@ -46,6 +46,13 @@ export interface ChainSpec {
   readonly writable?: readonly BufferSpec[];
 }
 
+/** A reusable holder `getUsedInto` fills (so a hot loop harvests without allocating). */
+export interface UsedSlot<T> {
+  id: number;
+  len: number;
+  token: T | undefined;
+}
+
 /** An entry harvested from the used ring. */
 export interface UsedElement<T> {
   /** Head descriptor index of the chain. */
@@ -89,10 +96,37 @@ export interface CreateOptions {
   startIndex?: number;
 }
 
-interface InFlight<T> {
-  readonly descs: readonly number[];
-  readonly token: T | undefined;
+/**
+ * In-place views of the parts when each lies inside one region mapped up front (memfd, Xen foreign mappings),
+ * as the device side's Queue keeps them: descriptors written through a DataView, indices with Atomics.
+ */
+interface DriverViews {
+  readonly desc: DataView;
+  /** struct virtq_avail as u16s: [0] flags, [1] idx, [2 + i] ring[i], [2 + size] used_event. */
+  readonly avail: Uint16Array;
+  /** struct virtq_used as u16s: [0] flags, [1] idx, [2 + 4 * size] avail_event. */
+  readonly used16: Uint16Array;
+  /** struct virtq_used as u32s: ring[i].id at [1 + 2 * i], ring[i].len at [2 + 2 * i]. */
+  readonly used32: Uint32Array;
+  /** The indirect tables, if configured and mapped in place. */
+  readonly indirect: DataView | undefined;
 }
+
+/** `[addr, addr + len)` in place if it lies inside one region mapped up front, aligned to `align`. */
+function inPlace(mem: GuestMemory, addr: GuestAddress, len: number, align: number): Uint8Array | undefined {
+  try {
+    if (mem.findRegion(addr)?.mapping === undefined) return undefined;
+    const bytes = mem.slice(addr, len);
+    return bytes.byteOffset % align === 0 ? bytes : undefined;
+  } catch (e) {
+    if (e instanceof GuestMemoryError) return undefined;
+    throw e;
+  }
+}
+
+const EMPTY: readonly BufferSpec[] = [];
+const TWO_32 = 0x1_0000_0000;
+const MAX_SAFE_BIG = BigInt(Number.MAX_SAFE_INTEGER);
 
 function alignUp(n: bigint, a: number): bigint {
   const m = BigInt(a) - 1n;
@@ -122,11 +156,21 @@ export class DriverQueue<T = unknown> {
   readonly #avail: GuestPart;
   readonly #used: GuestPart;
   readonly #indirect: GuestPart | undefined;
-  /** Free descriptor list, kept outside guest memory. */
+  /**
+   * Free descriptor list, kept outside guest memory. A chain is allocated as a run of this list, so while it
+   * is in flight its links are the chain's own `next` links (Linux virtio_ring does the same with desc.next):
+   * releasing it splices the run back without any per-chain allocation.
+   */
   readonly #freeNext: Uint16Array;
   #freeHead = 0;
   #numFree: number;
-  readonly #inFlight: (InFlight<T> | undefined)[];
+  /** Ring descriptors held by the chain headed at i (0: not in flight). */
+  readonly #chainLen: Uint16Array;
+  readonly #tokens: (T | undefined)[];
+  #views: DriverViews | undefined;
+  // add()'s address split (no allocation): the low and high 32 bits of the last address converted.
+  #lo = 0;
+  #hi = 0;
   /** Shadow of avail.idx: entries added (published or not). */
   #availIdx: number;
   /** avail.idx as last published. */
@@ -175,7 +219,8 @@ export class DriverQueue<T = unknown> {
     this.#freeNext = new Uint16Array(size);
     for (let i = 0; i < size; i++) this.#freeNext[i] = (i + 1) & 0xffff;
     this.#numFree = size;
-    this.#inFlight = new Array<InFlight<T> | undefined>(size).fill(undefined);
+    this.#chainLen = new Uint16Array(size);
+    this.#tokens = new Array<T | undefined>(size).fill(undefined);
     const start = config.startIndex ?? 0;
     if (!Number.isInteger(start) || start < 0 || start > 0xffff) throw new RangeError(`startIndex ${start} outside 0..65535`);
     this.#availIdx = this.#publishedIdx = this.#kickedIdx = this.#lastUsed = start;
@@ -186,6 +231,33 @@ export class DriverQueue<T = unknown> {
     mem.store16(this.#used.addr(availEventOffset(size)), start);
     mem.fence();
     mem.store16(this.#avail.addr(AVAIL_IDX), start);
+    this.#views = this.#makeViews(config.indirect === undefined ? undefined : GuestAddress.from(config.indirect.table));
+  }
+
+  #makeViews(indirectTable: GuestAddress | undefined): DriverViews | undefined {
+    const mem = this.#mem;
+    const size = this.size;
+    const d = inPlace(mem, this.descTable, descTableSize(size), 1);
+    const a = inPlace(mem, this.availRing, availRingSize(size), 2);
+    const u = inPlace(mem, this.usedRing, usedRingSize(size), 4);
+    if (!d || !a || !u) return undefined;
+    const i = indirectTable === undefined ? undefined : inPlace(mem, indirectTable, size * this.indirectMaxEntries * 16, 1);
+    return {
+      desc: new DataView(d.buffer, d.byteOffset, d.byteLength),
+      avail: new Uint16Array(a.buffer, a.byteOffset, a.byteLength >>> 1),
+      used16: new Uint16Array(u.buffer, u.byteOffset, u.byteLength >>> 1),
+      used32: new Uint32Array(u.buffer, u.byteOffset, u.byteLength >>> 2),
+      indirect: i === undefined ? undefined : new DataView(i.buffer, i.byteOffset, i.byteLength),
+    };
+  }
+
+  /** The in-place views while they are usable (dropped for good once the memory is closed or unmapped). */
+  #v(): DriverViews | undefined {
+    const v = this.#views;
+    if (v === undefined) return undefined;
+    if (!this.#mem.closed && v.desc.byteLength !== 0 && v.avail.length !== 0 && v.used16.length !== 0) return v;
+    this.#views = undefined;
+    return undefined;
   }
 
   /** Where `create` places the parts, starting at `base` (rounded up to 16). */
@@ -232,7 +304,7 @@ export class DriverQueue<T = unknown> {
   /** Chains added and not yet harvested. */
   get inFlight(): number {
     let n = 0;
-    for (const f of this.#inFlight) if (f) n++;
+    for (const l of this.#chainLen) if (l !== 0) n++;
     return n;
   }
 
@@ -246,86 +318,117 @@ export class DriverQueue<T = unknown> {
     return this.#lastUsed;
   }
 
-  #writeDesc(at: number | bigint, addr: bigint, len: number, flags: number, next: number): void {
-    const v = this.#scratchView;
-    v.setBigUint64(0, addr, true);
-    v.setUint32(8, len, true);
-    v.setUint16(12, flags, true);
-    v.setUint16(14, next, true);
-    this.#mem.write(at, this.#scratch);
+  /** Splits `addr` into #lo/#hi (u32 halves) without allocating. @throws RangeError outside 0..2^64-1. */
+  #split(addr: GuestAddressLike): void {
+    if (typeof addr === "number") {
+      if (!(addr >= 0 && addr <= Number.MAX_SAFE_INTEGER && Math.floor(addr) === addr))
+        throw new RangeError(`guest address ${addr} is not a non-negative safe integer`);
+      this.#lo = addr % TWO_32;
+      this.#hi = Math.floor(addr / TWO_32);
+      return;
+    }
+    const v = GuestAddress.from(addr).value;
+    if (v <= MAX_SAFE_BIG) return this.#split(Number(v));
+    this.#lo = Number(v & 0xffff_ffffn);
+    this.#hi = Number(v >> 32n);
+  }
+
+  /** Writes one descriptor (address from #lo/#hi) at byte `off` of `view`, or through GuestMemory at `at`. */
+  #writeDesc(view: DataView | undefined, off: number, at: number | bigint, len: number, flags: number, next: number): void {
+    const v = view ?? this.#scratchView;
+    const o = view === undefined ? 0 : off;
+    v.setUint32(o, this.#lo, true);
+    v.setUint32(o + 4, this.#hi, true);
+    v.setUint32(o + 8, len, true);
+    v.setUint16(o + 12, flags, true);
+    v.setUint16(o + 14, next, true);
+    if (view === undefined) this.#mem.write(at, this.#scratch);
+  }
+
+  #checkBuffer(b: BufferSpec): void {
+    if (!Number.isInteger(b.len) || b.len < 0 || b.len > 0xffffffff) throw new VirtqueueError("InvalidArgument", `buffer length ${b.len} is not a u32`);
+    if (b.len > 0 && !this.#mem.checkRange(b.addr, b.len))
+      throw new VirtqueueError("OutOfBounds", `buffer ${GuestAddress.from(b.addr).toString()} (+${b.len}) is outside guest memory`);
+    if (b.len === 0) this.#split(b.addr); // validates the address as GuestAddress.from would
   }
 
   /**
-   * Posts a chain (readable buffers, then writable ones) and returns its head index.
+   * Posts a chain (readable buffers, then writable ones) and returns its head index. Allocates nothing:
+   * a hot loop can keep its `ChainSpec`s and reuse them.
    * @throws VirtqueueError `QueueFull` without enough free descriptors, `InvalidArgument` for an empty chain,
    *   a bad length or an indirect chain the indirect area cannot hold; `OutOfBounds` if a buffer is outside
    *   guest memory (nothing is posted then).
    */
-  add(chain: ChainSpec, options: AddOptions<T> = {}): number {
-    const bufs: { addr: bigint; len: number; flags: number }[] = [];
-    for (const [list, flags] of [
-      [chain.readable ?? [], 0],
-      [chain.writable ?? [], VIRTQ_DESC_F_WRITE],
-    ] as const) {
-      for (const b of list) {
-        if (!Number.isInteger(b.len) || b.len < 0 || b.len > 0xffffffff)
-          throw new VirtqueueError("InvalidArgument", `buffer length ${b.len} is not a u32`);
-        const addr = GuestAddress.from(b.addr);
-        if (b.len > 0 && !this.#mem.checkRange(addr, b.len))
-          throw new VirtqueueError("OutOfBounds", `buffer ${addr.toString()} (+${b.len}) is outside guest memory`);
-        bufs.push({ addr: addr.value, len: b.len, flags });
-      }
-    }
-    const n = bufs.length;
+  add(chain: ChainSpec, options?: AddOptions<T>): number {
+    const rd = chain.readable ?? EMPTY;
+    const wr = chain.writable ?? EMPTY;
+    const nr = rd.length;
+    const n = nr + wr.length;
+    for (let i = 0; i < nr; i++) this.#checkBuffer(rd[i]!);
+    for (let i = nr; i < n; i++) this.#checkBuffer(wr[i - nr]!);
     if (n === 0) throw new VirtqueueError("InvalidArgument", "a chain needs at least one buffer");
+    const views = this.#v();
     let head: number;
-    let descs: number[];
-    if (options.indirect) {
+    if (options?.indirect) {
       const area = this.#indirect;
       if (!area) throw new VirtqueueError("InvalidIndirect", "no indirect table area configured");
       if (n > this.indirectMaxEntries)
         throw new VirtqueueError("InvalidArgument", `${n} buffers exceed the indirect table size ${this.indirectMaxEntries}`);
       if (this.#numFree < 1) throw new VirtqueueError("QueueFull", "no free descriptor");
-      head = this.#allocate();
-      descs = [head];
-      const table = area.addr(head * this.indirectMaxEntries * 16);
+      head = this.#freeHead;
+      this.#take(1);
+      const tableOff = head * this.indirectMaxEntries * 16;
+      const table = area.addr(tableOff);
+      const iv = views?.indirect;
       for (let i = 0; i < n; i++) {
-        const b = bufs[i]!;
-        this.#writeDesc(addrAdd(table, i * 16), b.addr, b.len, b.flags | (i < n - 1 ? VIRTQ_DESC_F_NEXT : 0), i < n - 1 ? i + 1 : 0);
+        const b = i < nr ? rd[i]! : wr[i - nr]!;
+        this.#split(b.addr);
+        const more = i < n - 1;
+        this.#writeDesc(iv, tableOff + i * 16, iv === undefined ? addrAdd(table, i * 16) : 0, b.len, (i < nr ? 0 : VIRTQ_DESC_F_WRITE) | (more ? VIRTQ_DESC_F_NEXT : 0), more ? i + 1 : 0);
       }
-      this.#writeDesc(this.#desc.addr(head * 16), BigInt(table), n * 16, VIRTQ_DESC_F_INDIRECT, 0);
+      this.#split(table);
+      this.#writeDesc(views?.desc, head * 16, views === undefined ? this.#desc.addr(head * 16) : 0, n * 16, VIRTQ_DESC_F_INDIRECT, 0);
+      this.#chainLen[head] = 1;
     } else {
       if (this.#numFree < n) throw new VirtqueueError("QueueFull", `${n} descriptors needed, ${this.#numFree} free`);
-      descs = [];
-      for (let i = 0; i < n; i++) descs.push(this.#allocate());
-      head = descs[0]!;
+      head = this.#freeHead;
+      let d = head;
       for (let i = 0; i < n; i++) {
-        const b = bufs[i]!;
-        const last = i === n - 1;
-        this.#writeDesc(this.#desc.addr(descs[i]! * 16), b.addr, b.len, b.flags | (last ? 0 : VIRTQ_DESC_F_NEXT), last ? 0 : descs[i + 1]!);
+        const b = i < nr ? rd[i]! : wr[i - nr]!;
+        const more = i < n - 1;
+        const next = this.#freeNext[d]!;
+        this.#split(b.addr);
+        this.#writeDesc(views?.desc, d * 16, views === undefined ? this.#desc.addr(d * 16) : 0, b.len, (i < nr ? 0 : VIRTQ_DESC_F_WRITE) | (more ? VIRTQ_DESC_F_NEXT : 0), more ? next : 0);
+        d = next;
       }
+      this.#freeHead = d;
+      this.#numFree -= n;
+      this.#chainLen[head] = n;
     }
-    this.#inFlight[head] = { descs, token: options.token };
-    this.#mem.store16(this.#avail.addr(AVAIL_RING + 2 * (this.#availIdx & (this.size - 1))), head);
+    this.#tokens[head] = options?.token;
+    const slot = this.#availIdx & (this.size - 1);
+    if (views !== undefined) Atomics.store(views.avail, 2 + slot, head);
+    else this.#mem.store16(this.#avail.addr(AVAIL_RING + 2 * slot), head);
     this.#availIdx = (this.#availIdx + 1) & 0xffff;
-    if (options.publish ?? true) this.publish();
+    if (options?.publish ?? true) this.publish();
     return head;
   }
 
-  #allocate(): number {
-    const d = this.#freeHead;
-    this.#freeHead = this.#freeNext[d]!;
-    this.#numFree--;
-    return d;
+  /** Takes `n` descriptors off the free list (a run starting at #freeHead, linked by #freeNext). */
+  #take(n: number): void {
+    let d = this.#freeHead;
+    for (let i = 0; i < n; i++) d = this.#freeNext[d]!;
+    this.#freeHead = d;
+    this.#numFree -= n;
   }
 
-  #release(descs: readonly number[]): void {
-    for (let i = descs.length - 1; i >= 0; i--) {
-      const d = descs[i]!;
-      this.#freeNext[d] = this.#freeHead;
-      this.#freeHead = d;
-      this.#numFree++;
-    }
+  /** Returns the chain headed at `head` (`n` descriptors linked by #freeNext) to the free list. */
+  #release(head: number, n: number): void {
+    let last = head;
+    for (let i = 1; i < n; i++) last = this.#freeNext[last]!;
+    this.#freeNext[last] = this.#freeHead;
+    this.#freeHead = head;
+    this.#numFree += n;
   }
 
   /**
@@ -335,7 +438,9 @@ export class DriverQueue<T = unknown> {
   publish(): void {
     if (this.#publishedIdx === this.#availIdx) return;
     this.#mem.fence();
-    this.#mem.store16(this.#avail.addr(AVAIL_IDX), this.#availIdx);
+    const v = this.#v();
+    if (v !== undefined) Atomics.store(v.avail, 1, this.#availIdx);
+    else this.#mem.store16(this.#avail.addr(AVAIL_IDX), this.#availIdx);
     this.#publishedIdx = this.#availIdx;
   }
 
@@ -349,14 +454,66 @@ export class DriverQueue<T = unknown> {
     const old = this.#kickedIdx;
     const now = this.#publishedIdx;
     this.#kickedIdx = now;
-    if (this.eventIdx) return vringNeedEvent(this.#mem.load16(this.#used.addr(availEventOffset(this.size))), now, old);
-    return (this.#mem.load16(this.#used.addr(USED_FLAGS)) & VIRTQ_USED_F_NO_NOTIFY) === 0;
+    const v = this.#v();
+    if (this.eventIdx) {
+      const event = v !== undefined ? Atomics.load(v.used16, 2 + 4 * this.size) : this.#mem.load16(this.#used.addr(availEventOffset(this.size)));
+      return vringNeedEvent(event, now, old);
+    }
+    const flags = v !== undefined ? Atomics.load(v.used16, 0) : this.#mem.load16(this.#used.addr(USED_FLAGS));
+    return (flags & VIRTQ_USED_F_NO_NOTIFY) === 0;
   }
 
-  /** Whether the device has returned entries not yet harvested. */
-  hasUsed(): boolean {
-    return this.#mem.load16(this.#used.addr(USED_IDX)) !== this.#lastUsed;
+  #usedIdx(): number {
+    const v = this.#v();
+    return v !== undefined ? Atomics.load(v.used16, 1) : this.#mem.load16(this.#used.addr(USED_IDX));
   }
+
+  /** Whether the device has returned entries not yet harvested (one aligned 16-bit load: cheap to spin on). */
+  hasUsed(): boolean {
+    return this.#usedIdx() !== this.#lastUsed;
+  }
+
+  /**
+   * Harvests the next used element into `out` (no allocation); false if there is none. Its descriptors
+   * return to the free list.
+   * @throws VirtqueueError as `getUsed`.
+   */
+  getUsedInto(out: UsedSlot<T>): boolean {
+    const usedIdx = this.#usedIdx();
+    if (usedIdx === this.#lastUsed) return false;
+    if (((usedIdx - this.#lastUsed) & 0xffff) > this.size)
+      throw new VirtqueueError("InvalidUsedIdx", `used idx ${usedIdx} is more than ${this.size} past ${this.#lastUsed}`);
+    // The element is written before the index: read it only after seeing the index.
+    const mem = this.#mem;
+    mem.fence();
+    const v = this.#v();
+    const at = this.#lastUsed & (this.size - 1);
+    let id: number;
+    let len: number;
+    if (v !== undefined) {
+      id = Atomics.load(v.used32, 1 + 2 * at);
+      len = Atomics.load(v.used32, 2 + 2 * at);
+    } else {
+      const slot = this.#used.addr(USED_RING + 8 * at);
+      id = mem.load32(slot);
+      len = mem.load32(addrAdd(slot, 4));
+    }
+    this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
+    // With EVENT_IDX, used_event follows harvesting; while interrupts are off it stays half the index space
+    // ahead, refreshed here so the device's used idx can never reach it (no stray interrupt after 32k entries).
+    if (this.eventIdx) this.#storeUsedEvent(this.#interruptsDisabled ? (this.#lastUsed + 0x8000) & 0xffff : this.#lastUsed);
+    const n = id < this.size ? this.#chainLen[id]! : 0;
+    if (n === 0) throw new VirtqueueError("InvalidIndex", `device returned id ${id}, which is not an in-flight chain head`);
+    this.#chainLen[id] = 0;
+    out.id = id;
+    out.len = len;
+    out.token = this.#tokens[id];
+    this.#tokens[id] = undefined;
+    this.#release(id, n);
+    return true;
+  }
+
+  readonly #slot: UsedSlot<T> = { id: 0, len: 0, token: undefined };
 
   /**
    * The next used element, or undefined. Its descriptors return to the free list.
@@ -364,23 +521,11 @@ export class DriverQueue<T = unknown> {
    *   `InvalidIndex` if the device returned an id that is not an in-flight head (the entry is skipped).
    */
   getUsed(): UsedElement<T> | undefined {
-    const mem = this.#mem;
-    const usedIdx = mem.load16(this.#used.addr(USED_IDX));
-    if (usedIdx === this.#lastUsed) return undefined;
-    if (((usedIdx - this.#lastUsed) & 0xffff) > this.size)
-      throw new VirtqueueError("InvalidUsedIdx", `used idx ${usedIdx} is more than ${this.size} past ${this.#lastUsed}`);
-    // The element is written before the index: read it only after seeing the index.
-    mem.fence();
-    const slot = this.#used.addr(USED_RING + 8 * (this.#lastUsed & (this.size - 1)));
-    const id = mem.load32(slot);
-    const len = mem.load32(addrAdd(slot, 4));
-    this.#lastUsed = (this.#lastUsed + 1) & 0xffff;
-    if (this.eventIdx && !this.#interruptsDisabled) mem.store16(this.#avail.addr(usedEventOffset(this.size)), this.#lastUsed);
-    const f = id < this.size ? this.#inFlight[id] : undefined;
-    if (!f) throw new VirtqueueError("InvalidIndex", `device returned id ${id}, which is not an in-flight chain head`);
-    this.#inFlight[id] = undefined;
-    this.#release(f.descs);
-    return { id, len, token: f.token };
+    const s = this.#slot;
+    if (!this.getUsedInto(s)) return undefined;
+    const u = { id: s.id, len: s.len, token: s.token };
+    s.token = undefined;
+    return u;
   }
 
   /** Every used element available now (at most `max`). */
@@ -394,11 +539,32 @@ export class DriverQueue<T = unknown> {
     return out;
   }
 
-  /** Asks the device not to interrupt (VIRTQ_AVAIL_F_NO_INTERRUPT, or a far-away used_event with EVENT_IDX). */
+  #storeUsedEvent(value: number): void {
+    const v = this.#v();
+    if (v !== undefined) Atomics.store(v.avail, 2 + this.size, value);
+    else this.#mem.store16(this.#avail.addr(usedEventOffset(this.size)), value);
+  }
+
+  #storeAvailFlags(value: number): void {
+    const v = this.#v();
+    if (v !== undefined) Atomics.store(v.avail, 0, value);
+    else this.#mem.store16(this.#avail.addr(AVAIL_FLAGS), value);
+  }
+
+  /** Whether `disableInterrupts` is in effect. */
+  get interruptsDisabled(): boolean {
+    return this.#interruptsDisabled;
+  }
+
+  /**
+   * Asks the device not to interrupt (VIRTQ_AVAIL_F_NO_INTERRUPT, or with EVENT_IDX a used_event half the
+   * index space ahead, kept there by every harvest). A polling driver does this once and then finds
+   * completions with `hasUsed`/`getUsedInto`; a device that honours it never writes the call eventfd.
+   */
   disableInterrupts(): void {
     this.#interruptsDisabled = true;
-    if (this.eventIdx) this.#mem.store16(this.#avail.addr(usedEventOffset(this.size)), (this.#lastUsed + 0x8000) & 0xffff);
-    else this.#mem.store16(this.#avail.addr(AVAIL_FLAGS), VIRTQ_AVAIL_F_NO_INTERRUPT);
+    if (this.eventIdx) this.#storeUsedEvent((this.#lastUsed + 0x8000) & 0xffff);
+    else this.#storeAvailFlags(VIRTQ_AVAIL_F_NO_INTERRUPT);
   }
 
   /**
@@ -407,8 +573,8 @@ export class DriverQueue<T = unknown> {
    */
   enableInterrupts(): boolean {
     this.#interruptsDisabled = false;
-    if (this.eventIdx) this.#mem.store16(this.#avail.addr(usedEventOffset(this.size)), this.#lastUsed);
-    else this.#mem.store16(this.#avail.addr(AVAIL_FLAGS), 0);
+    if (this.eventIdx) this.#storeUsedEvent(this.#lastUsed);
+    else this.#storeAvailFlags(0);
     this.#mem.fence();
     return this.hasUsed();
   }

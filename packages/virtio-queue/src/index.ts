@@ -13,6 +13,7 @@ export {
   type DriverQueueConfig,
   type QueueLayout,
   type UsedElement,
+  type UsedSlot,
 } from "./driver.js";
 export {
   PackedDriverQueue,
