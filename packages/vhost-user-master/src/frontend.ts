@@ -28,6 +28,12 @@ export const DEFAULT_PROTOCOL_FEATURES: readonly ProtocolFeatureName[] = [
 export interface FrontendOptions {
   /** Time to wait for each reply, ms (default 5000). */
   timeoutMs?: number;
+  /**
+   * Time to wait for the reply to a memory-table request (SET_MEM_TABLE, ADD_MEM_REG, REM_MEM_REG), ms
+   * (default 30000, or `timeoutMs` if that is longer). A back-end maps the regions before it answers: a Xen
+   * back-end foreign-mapping a guest's RAM page by page takes seconds for 128 MiB on a loaded host.
+   */
+  memoryTimeoutMs?: number;
   logger?: Logger;
   /** The peer's numbering quirks (SHMEM bit, Xen no-advance-map value, config flags). */
   quirks?: Partial<ProtocolQuirks>;
@@ -161,11 +167,15 @@ function checkU32(v: number, what: string): void {
   if (!Number.isInteger(v) || v < 0 || v > 0xffffffff) throw new VhostUserError("InvalidParam", `${what} ${v} is not a u32`);
 }
 
+/** Requests whose reply waits for the back-end to map (or unmap) guest memory: `memoryTimeoutMs`. */
+const MEMORY_TABLE_REQUESTS: ReadonlySet<FrontendReqName> = new Set<FrontendReqName>(["SET_MEM_TABLE", "ADD_MEM_REG", "REM_MEM_REG"]);
+
 /** A vhost-user front-end on one back-end socket. */
 export class Frontend extends EventEmitter<FrontendEvents> implements Disposable {
   readonly #opts: FrontendOptions;
   readonly #log: Logger;
   readonly #timeoutMs: number;
+  readonly #memoryTimeoutMs: number;
   readonly #dial: (() => Promise<UnixStream>) | undefined;
   readonly #listener: UnixListener | undefined;
   #conn: Connection | undefined;
@@ -197,6 +207,7 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
     this.#opts = opts;
     this.#log = opts.logger ?? noopLogger;
     this.#timeoutMs = opts.timeoutMs ?? 5000;
+    this.#memoryTimeoutMs = opts.memoryTimeoutMs ?? Math.max(30_000, this.#timeoutMs);
     this.#dial = dial;
     this.#listener = listener;
     this.#attach(stream);
@@ -516,15 +527,16 @@ export class Frontend extends EventEmitter<FrontendEvents> implements Disposable
       return null;
     }
     const expect = replyExp ?? ackExpectation("frontend", id);
+    const timeoutMs = MEMORY_TABLE_REQUESTS.has(name) ? this.#memoryTimeoutMs : this.#timeoutMs;
     const reply = await new Promise<VhostUserMessage>((resolve, reject) => {
       const timer = setTimeout(() => {
         if (this.#pending?.timer !== timer) return;
         this.#pending = undefined;
-        const e = new VhostUserError("Timeout", `no reply to ${name} within ${this.#timeoutMs} ms`);
+        const e = new VhostUserError("Timeout", `no reply to ${name} within ${timeoutMs} ms`);
         reject(e);
         // A late reply would desynchronise the stream: the connection is unusable now.
         conn.destroy(e);
-      }, this.#timeoutMs);
+      }, timeoutMs);
       this.#pending = { expect, resolve, reject, timer };
       try {
         conn.send({ request: id, flags, payload }, fds);

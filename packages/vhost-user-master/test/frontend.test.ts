@@ -7,7 +7,7 @@ import { EventFd, UnixStream, close, ftruncate, memfdCreate, mmap, munmap } from
 import { fdLeakCheck } from "@xen-vhost/vmm-sys-util/testing";
 import { BackendReq, VhostUserProtocolFeature, XenMmapFlags, protocolFeatureSet, type VhostUserError } from "@xen-vhost/vhost-user-protocol";
 import { Frontend, type MemoryRegionDescription } from "../src/index.js";
-import { FakeBackend, FAKE_PROTOCOL_FEATURES } from "../src/testing/index.js";
+import { FakeBackend, FAKE_PROTOCOL_FEATURES, type FakeBackendBehaviour } from "../src/testing/index.js";
 
 const tick = (ms = 5) => new Promise<void>((r) => setTimeout(r, ms));
 const NEED_REPLY = 0x8;
@@ -420,6 +420,27 @@ describe("timeouts and serialization", () => {
     await expect(fe.getFeatures()).rejects.toMatchObject({ kind: "Timeout", message: /no reply to GET_FEATURES within 50 ms/ });
     expect((await closed)?.kind).toBe("Timeout");
     await expect(fe.getFeatures()).rejects.toMatchObject({ kind: "Disconnected" });
+  });
+
+  it("memory-table requests get their own, longer timeout (a back-end maps the regions before it answers)", async () => {
+    // ADD_MEM_REG answered after 150 ms: past timeoutMs (50), within memoryTimeoutMs (1000).
+    const slow: FakeBackendBehaviour = (m, api) => {
+      if (m.request !== 37) return false;
+      setTimeout(() => api.reply({ kind: "u64", value: 0n }), 150);
+      return true;
+    };
+    const { fe, be } = pair({ behaviour: slow }, { timeoutMs: 50, memoryTimeoutMs: 1000 });
+    await fe.negotiate();
+    const { regions } = memfdRegions(1);
+    await fe.setMemory(regions);
+    expect(be.names).toContain("ADD_MEM_REG");
+    expect(fe.connected).toBe(true);
+    // The short timeout still holds for everything else, and the memory one is a limit too.
+    const { fe: fe2 } = pair({ behaviour: (m) => m.request === 37 }, { timeoutMs: 50, memoryTimeoutMs: 120 });
+    await fe2.negotiate();
+    const t0 = Date.now();
+    await expect(fe2.setMemory(memfdRegions(1).regions)).rejects.toMatchObject({ kind: "Timeout", message: /no reply to ADD_MEM_REG within 120 ms/ });
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(100);
   });
 
   it("concurrent calls are sent one at a time, in order", async () => {
