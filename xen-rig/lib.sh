@@ -21,6 +21,12 @@ XEN_ARM64_DEBS="xen-hypervisor-4.17-arm64 xen-utils-4.17 xen-utils-common xensto
   libxendevicemodel1 libxenhypfs1 libxentoolcore1 libyajl2 libncurses6 libtinfo6 libext2fs2 libfdt1 libuuid1
   zlib1g libc6 libgcc-s1 libstdc++6 libcom-err2 libblkid1 busybox-static"
 
+# qemu-storage-daemon for the "shadow-blk" scenario (a stock vhost-user-blk backend with no XEN_MMAP) and the
+# shared libraries it needs beyond what XEN_ARM64_DEBS already brings (the closure of its DT_NEEDED entries;
+# build-base.sh copies only the files that closure names into dom0, not whole packages).
+QSD_ARM64_DEBS="qemu-system-common libglib2.0-0 libpcre2-8-0 libffi8 libgnutls30 libp11-kit0 libidn2-0
+  libunistring2 libtasn1-6 libnettle8 libhogweed6 libgmp10 liburing2 libaio1 libfuse3-3 libnuma1 libzstd1"
+
 HOST_PACKAGES="qemu-system-arm qemu-user-static gcc-aarch64-linux-gnu g++-aarch64-linux-gnu make bison flex
   python3 bc kmod cpio xz-utils dpkg-dev"
 

@@ -2,7 +2,8 @@
 # Builds the two cached base initramfs archives from the unpacked Debian packages (run by prepare.sh, which
 # rebuilds them when this file or its inputs change):
 #   $C/dom0-base.cpio.gz  busybox, glibc and the Xen 4.17 userspace from the debs, the Xen driver modules,
-#                         loop, node (arm64), the domU kernel as /guest/Image
+#                         loop, node (arm64), qemu-storage-daemon (arm64) with the libraries it needs, the
+#                         domU kernel as /guest/Image
 #   $C/domu-base.cpio.gz  busybox, virtio modules (+ the out-of-tree i2c-virtio/gpio-virtio in /lib/modules/extra,
 #                         which domu-init loads, and the rig's rig-mem.ko in /lib/modules/rig, loaded on request)
 # run.sh appends a small per-run archive to each (/init, scenarios, staged project): the kernel unpacks
@@ -43,6 +44,28 @@ cp -a "$C/stage/etc/xen" "$R/etc/"
 for b in xl xenstored xenconsoled xen-init-dom0 xenconsole; do ln -sf /usr/lib/xen-4.17/bin/$b "$R/usr/sbin/$b"; done
 cp -a "$C"/stage/usr/bin/xenstore* "$R/usr/bin/"
 install_modules "$R" xen-privcmd xenfs xen-evtchn xen-gntdev xen-gntalloc loop
+# qemu-storage-daemon: the binary and the libraries of its DT_NEEDED closure that dom0 does not have yet
+# (glibc, zlib come from the Xen debs above), each under its soname. A library missing from both trees
+# fails the build here rather than at the scenario's first exec.
+install -D -m755 "$C/qsd/usr/bin/qemu-storage-daemon" "$R/usr/bin/qemu-storage-daemon"
+needed() { aarch64-linux-gnu-readelf -d "$1" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'; }
+todo=("$R/usr/bin/qemu-storage-daemon"); seen=" "
+while [ ${#todo[@]} -gt 0 ]; do
+  f=${todo[0]}; todo=("${todo[@]:1}")
+  for l in $(needed "$f"); do
+    case $seen in *" $l "*) continue;; esac
+    seen="$seen$l "
+    have=""; for d in lib/aarch64-linux-gnu usr/lib/aarch64-linux-gnu lib; do [ -e "$R/$d/$l" ] && have=$R/$d/$l; done
+    if [ -z "$have" ]; then
+      src=""; for d in lib/aarch64-linux-gnu usr/lib/aarch64-linux-gnu; do [ -e "$C/qsd/$d/$l" ] && src=$C/qsd/$d/$l; done
+      [ -n "$src" ] || { echo "build-base: qemu-storage-daemon needs $l, found in no arm64 package (lib.sh QSD_ARM64_DEBS)" >&2; exit 1; }
+      have=$R/usr/lib/aarch64-linux-gnu/$l; cp -L "$src" "$have"
+    fi
+    todo+=("$have")
+  done
+done
+qemu-aarch64-static -L "$R" "$R/usr/bin/qemu-storage-daemon" --version | grep -q '^qemu-storage-daemon version' \
+  || { echo "build-base: the arm64 qemu-storage-daemon does not start under qemu-aarch64-static" >&2; exit 1; }
 mkdir -p "$R/usr/local/bin" "$R/guest"; cp "$C/node/node" "$R/usr/local/bin/node"
 cp "$C/kernel/boot/vmlinuz-$KERNEL_ABI" "$R/guest/Image"     # an uncompressed arm64 Image
 (cd "$R" && find . | LC_ALL=C sort | cpio -o -H newc --quiet | gzip -1) > "$C/dom0-base.cpio.gz.tmp"
