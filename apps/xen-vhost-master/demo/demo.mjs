@@ -1,14 +1,17 @@
 #!/usr/bin/env node
 // `pnpm demo`: the seed's flow on a laptop, without Xen. A simulated Arm guest gets a virtio-mmio slot in
-// xenstore (as xl writes it), the project's vhost-device-rng backend serves it (then vhost-device-i2c with the seed's RTC), and xen-vhost-master - started
-// with the seed's command line - bridges the two. Prints, step by step, what each party did and what the
-// guest saw. Every line above xen-sys's transport is the code that runs in dom0 on real Xen.
+// xenstore (as xl writes it), the project's vhost-device-rng backend serves it (then vhost-device-i2c with
+// the seed's RTC), and xen-vhost-master - started with the seed's command line - bridges the two. When
+// Debian's qemu-storage-daemon is installed, a third slot is a virtio-blk disk served by that stock
+// backend through the bridge's shadow rings (it has no XEN_MMAP). Prints, step by step, what each party
+// did and what the guest saw. Every line above xen-sys's transport is the code that runs in dom0 on real Xen.
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { startSimulator } from "@xen-vhost/xen-sim";
+import { hasQsd, startQsd } from "@xen-vhost/vhost-user-master/testing";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const bridgeMain = join(here, "..", "dist", "main.js");
@@ -41,10 +44,14 @@ function start(who, script, args, env, show) {
 }
 
 function extra(o) {
-  const keep = ["socket", "deviceId", "base", "irq", "features", "protocolFeatures", "queues", "kind", "reason", "banks"];
+  const keep = ["mode", "socket", "deviceId", "base", "irq", "features", "protocolFeatures", "queues", "kind", "reason", "banks"];
   const parts = keep.filter((k) => o[k] !== undefined).map((k) => `${k}=${typeof o[k] === "object" ? JSON.stringify(o[k]) : o[k]}`);
   return parts.length ? `: ${parts.join(" ")}` : "";
 }
+
+// Each bridge serves one device type and sees every slot: show only what it says about its own device
+// (and what is about no device in particular).
+const mine = (key) => (o) => o.level !== "debug" && (o.device ?? o.key ?? key) === key;
 
 async function waitFor(what, cond, ms = 20_000) {
   const end = Date.now() + ms;
@@ -57,6 +64,7 @@ async function waitFor(what, cond, ms = 20_000) {
 const dir = mkdtempSync(join(tmpdir(), "xen-vhost-demo-"));
 const sim = await startSimulator({ domains: [{ domid: 1, name: "demo-guest", ram: 64 << 20, vcpus: 1 }] });
 const children = [];
+const stops = [];
 try {
   const env = sim.env();
   say("xl", `created domain 1 "demo-guest" paused: 64 MiB RAM at 0x40000000, 1 vCPU (simulated Xen 4.17, arm64)`);
@@ -70,7 +78,7 @@ try {
   await waitFor("the backend's socket", () => existsSync(`${sock}0`));
 
   say("dom0", `xen-vhost-master --socket-path ${sock}0 --name rng`);
-  const bridge = start("bridge", bridgeMain, ["--socket-path", `${sock}0`, "--name", "rng"], env, (o) => o.level !== "debug");
+  const bridge = start("bridge", bridgeMain, ["--socket-path", `${sock}0`, "--name", "rng"], env, mine("virtio/1/0"));
   children.push(bridge);
   await waitFor("the device to be served", () => sim.xenstoreRead(`${path}/state`) === "4");
   say("xenstore", `${path}/state = 4 (Connected)`);
@@ -94,16 +102,37 @@ try {
   children.push(start("backend", i2cMain, ["-s", i2cSock, "-l", "sim:rtc@0x20", "--xen-mapper", mapper], env, (o) => o.level !== "debug"));
   await waitFor("the i2c backend's socket", () => existsSync(`${i2cSock}0`));
   say("dom0", `xen-vhost-master --socket-path ${i2cSock}0 --name i2c`);
-  const bridge2 = start("bridge", bridgeMain, ["--socket-path", `${i2cSock}0`, "--name", "i2c"], env, (o) => o.level !== "debug" && o.device !== "virtio/1/0");
+  const bridge2 = start("bridge", bridgeMain, ["--socket-path", `${i2cSock}0`, "--name", "i2c"], env, mine("virtio/1/1"));
   children.push(bridge2);
   await waitFor("the i2c device to be served", () => sim.xenstoreRead(`${i2cPath}/state`) === "4");
   say("xenstore", `${i2cPath}/state = 4 (Connected)`);
   const rtc = await sim.startGuest({ domid: 1, program: join(here, "guest-rtc.mjs"), args: { base: "0x2000200", irq: 34 }, onLog: (l) => say("guest", l) }).result;
   say("guest", `the RTC says ${rtc.time}; the host clock says ${new Date().toISOString().slice(0, 19).replace("T", " ")} UTC`);
 
-  bridge2.kill("SIGTERM");
-  bridge.kill("SIGTERM");
-  await waitFor("the bridges to stop", () => bridge.exitCode !== null && bridge2.exitCode !== null, 5000);
+  // A stock backend nobody here wrote: Debian's qemu-storage-daemon exporting a raw image as vhost-user-blk.
+  // It cannot map Xen guest memory, so the bridge copies each request between the guest's ring and a
+  // shadow ring in memfd memory it shares with qsd (shadow mode, chosen because qsd lacks XEN_MMAP).
+  const bridges = [bridge, bridge2];
+  if (hasQsd) {
+    const diskPath = sim.addVirtioDevice({ domid: 1, devid: 2, type: "virtio,device2", base: 0x2000400n, irq: 35 });
+    say("xl", `wrote ${diskPath}: type virtio,device2 (blk), base 0x2000400, irq 35`);
+    const qsd = await startQsd({ sectors: 8192 });
+    stops.push(() => qsd.stop());
+    say("dom0", `qemu-storage-daemon --blockdev driver=file,filename=<4 MiB image with known sectors> --export type=vhost-user-blk,addr.path=${qsd.socket}`);
+    say("dom0", `xen-vhost-master --socket-path ${qsd.socket} --name blk`);
+    const bridge3 = start("bridge", bridgeMain, ["--socket-path", qsd.socket, "--name", "blk"], env, mine("virtio/1/2"));
+    children.push(bridge3);
+    bridges.push(bridge3);
+    await waitFor("the disk to be served", () => sim.xenstoreRead(`${diskPath}/state`) === "4");
+    say("xenstore", `${diskPath}/state = 4 (Connected)`);
+    const disk = await sim.startGuest({ domid: 1, program: join(here, "guest-disk.mjs"), args: { base: "0x2000400", irq: 35 }, onLog: (l) => say("guest", l) }).result;
+    say("guest", `read ${disk.sectors.length} known sectors, 4 KiB write round trip ${disk.roundTrip ? "intact" : "BROKEN"}, ${disk.interrupts} interrupt(s) on SPI 35`);
+  } else {
+    say("dom0", "qemu-storage-daemon is not installed (Debian: qemu-system-common): skipping the stock-backend disk");
+  }
+
+  for (const b of bridges) b.kill("SIGTERM");
+  await waitFor("the bridges to stop", () => bridges.every((b) => b.exitCode !== null), 5000);
   say("dom0", `xen-vhost-master stopped (exit ${bridge.exitCode}): ioreq server destroyed, mappings released`);
   console.log("\nDone. On real Xen the same commands (a backend and a bridge per device type) run in dom0; see apps/xen-vhost-master/README.md.");
 } catch (err) {
@@ -111,6 +140,7 @@ try {
   process.exitCode = 1;
 } finally {
   for (const c of children) if (c.exitCode === null) c.kill("SIGKILL");
+  for (const stop of stops) await stop();
   await sim.close();
   rmSync(dir, { recursive: true, force: true });
 }
