@@ -5,7 +5,7 @@ import { EventEmitter } from "eventemitter3";
 import { Xen, XenStore, type XenTransport } from "@xen-vhost/xen-sys";
 import { discoverGuestRam, guestMemoryFromLayout, readConfiguredRamBytes, type XenGuestMemory } from "@xen-vhost/vm-memory-xen";
 import { IoreqServer, XenNotifier, type Irqfd } from "@xen-vhost/ioreq-eventfd";
-import { VirtioMmioTransport, deviceType, bit, VirtioFeature, VIRTIO_MMIO_WINDOW, type QueueConfig } from "@xen-vhost/virtio-mmio";
+import { VirtioMmioTransport, VirtioStatus, deviceType, bit, VirtioFeature, VIRTIO_MMIO_WINDOW, type QueueConfig } from "@xen-vhost/virtio-mmio";
 import { Frontend, fromCRegion } from "@xen-vhost/vhost-user-master";
 import { VhostUserDevice } from "./vhost-user-device.js";
 import { ShadowGuestMemory } from "./shadow-grants.js";
@@ -57,6 +57,8 @@ interface RunningDevice {
   unmap: () => void;
   backend: BackendProcess | undefined;
   counters: { ioreqs: number; kicks: number; interrupts: number; configReads: number; errors: number };
+  /** The xenbus state says Connected (written once). */
+  connected: boolean;
 }
 
 export interface BridgeOptions {
@@ -127,15 +129,37 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       return;
     }
     const placement: DevicePlacement = { key: dev.key, domid: dev.domid, deviceId, base: dev.base, irq: dev.irq, config, discovered: dev };
+    const disc = this.#discovery;
+    // InitWait as soon as the device is ours, as a xenbus backend does when it probes: the set-up below
+    // (the guest's RAM mapped, the ioreq server, the backend's negotiation) takes seconds on a loaded host,
+    // and libxl 4.17 fails `xl create` if a virtio_disk backend is not in InitWait within ~10 s.
+    try {
+      await disc?.setState(dev, XenbusState.InitWait);
+    } catch (err) {
+      this.#log.warn("cannot update xenbus state", { device: dev.key, error: err });
+    }
     try {
       await this.#startDevice(placement);
-      // libxl 4.17 waits for exactly InitWait on a virtio_disk backend (libxl__ev_devstate_wait compares
-      // for equality), so that layout stays there; xl >= 4.18 does not wait, and Connected says we serve.
-      await this.#discovery?.setState(dev, XenbusState.InitWait);
-      if (dev.layout === "virtio") await this.#discovery?.setState(dev, XenbusState.Connected);
     } catch {
-      // #startDevice logged it; the toolstack times out on its own
+      // #startDevice logged why. Closed tells the toolstack nobody serves the device (a create still
+      // waiting fails instead of starting a guest whose device would never answer).
+      if (!this.#closed) await disc?.setState(dev, XenbusState.Closed).catch(() => undefined);
+      return;
     }
+    // Connected: the device is served. xl >= 4.18 does not wait for the backend. libxl 4.17 waits for
+    // exactly InitWait (libxl__ev_devstate_wait compares for equality, reading the node when its watch
+    // fires), so a Connected written before it looked would fail the create: for that layout the device
+    // goes Connected when the guest's driver first acknowledges it (the guest runs only after the create).
+    if (dev.layout === "virtio") await disc?.setState(dev, XenbusState.Connected).catch((e: unknown) => this.#log.warn("cannot update xenbus state", { device: dev.key, error: e }));
+  }
+
+  /** The guest's driver acknowledged a discovered device: libxl is past its wait, so it may go Connected. */
+  #driverFound(p: DevicePlacement): void {
+    const dev = p.discovered;
+    const running = this.#devices.get(p.key);
+    if (!dev || dev.layout !== "virtio_disk" || !running || running.connected) return;
+    running.connected = true;
+    void this.#discovery?.setState(dev, XenbusState.Connected).catch((e: unknown) => this.#log.warn("cannot update xenbus state", { device: p.key, error: e }));
   }
 
   #socketPath(p: DevicePlacement): string {
@@ -254,6 +278,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       });
       mmio.on("status", (s) => {
         if (s === 0) mem.reset();
+        if (s & VirtioStatus.ACKNOWLEDGE) this.#driverFound(p);
         if (s & 4) this.emit("deviceReady", p.key);
       });
       const range = guest.server.mapMmio(p.base, Number(VIRTIO_MMIO_WINDOW), {
@@ -268,7 +293,7 @@ export class Bridge extends EventEmitter<BridgeEvents> {
       });
       undo.push(() => range.unmap());
       guest.devices.add(p.key);
-      this.#devices.set(p.key, { placement: p, device, mmio, kicks, irq, unmap: () => range.unmap(), mem, backend, counters });
+      this.#devices.set(p.key, { placement: p, device, mmio, kicks, irq, unmap: () => range.unmap(), mem, backend, counters, connected: false });
       log.info("device ready for the guest", { base: p.base, irq: p.irq, socket, queues: device.numQueues, features: device.features });
     } catch (err) {
       log.error("device set-up failed", { error: err });

@@ -57,6 +57,24 @@ describe("XenbusDiscovery", () => {
     expect(server.get(`${B}/virtio_disk/5/51712/state`)).toBe("2");
   });
 
+  it("keeps a 4.17 virtio_disk through InitWait and Connected, and drops it at Closing", async () => {
+    await xs.write(`${B}/virtio_disk/2/51712/frontend`, "/local/domain/2/device/virtio_disk/51712");
+    await xs.write(`${B}/virtio_disk/2/51712/state`, "1");
+    const added = next("added");
+    await disc.start();
+    const d = await added;
+    let removedKey: string | undefined;
+    disc.on("removed", (k) => (removedKey = k));
+    await disc.setState(d, XenbusState.InitWait);
+    await disc.setState(d, XenbusState.Connected);
+    await new Promise((r) => setTimeout(r, 50)); // the watch events of both writes are handled by now
+    expect(removedKey).toBeUndefined();
+    expect(disc.devices.map((x) => x.key)).toEqual(["virtio_disk/2/51712"]);
+    const removed = next("removed");
+    await xs.write(`${B}/virtio_disk/2/51712/state`, String(XenbusState.Closing));
+    expect(await removed).toBe("virtio_disk/2/51712");
+  });
+
   it("reports removal when the toolstack closes or deletes the device", async () => {
     await xs.write(`${B}/virtio/4/0/type`, "virtio,device4");
     await xs.write(`${B}/virtio/4/0/base`, "33554432");

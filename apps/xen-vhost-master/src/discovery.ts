@@ -203,8 +203,9 @@ export class XenbusDiscovery extends EventEmitter<DiscoveryEvents> {
         return undefined;
       }
     } else {
-      // libxl 4.17 writes state=1 last (in the same transaction as the rest) and then waits for InitWait.
-      if (state !== XenbusState.Initialising && state !== XenbusState.InitWait) return undefined;
+      // libxl 4.17 writes state=1 with the rest (one transaction) and then waits for InitWait; the bridge
+      // moves it on to Connected once the guest's driver found the device. No state yet: not complete.
+      if (state < XenbusState.Initialising || state > XenbusState.Connected) return undefined;
       base = parseXsNumber(nodes["base"]) ?? GUEST_VIRTIO_MMIO_BASE + BigInt(slot) * GUEST_VIRTIO_MMIO_SIZE;
       irq = parseXsNumber(nodes["irq"]) ?? BigInt(GUEST_VIRTIO_MMIO_SPI_FIRST + slot);
     }
