@@ -17,17 +17,19 @@ source "$(dirname "$0")/lib.sh"
 C=$XEN_RIG_CACHE
 T_START=$(date +%s.%N)
 boot_each=""; prepare=1; shell=""; scenarios=()
+# scenarios/<name>.sh, except the host-side build steps scenarios/<name>-build.sh (stage-project.sh runs those)
+all_scenarios() { (cd "$RIG_DIR/scenarios" && ls ./*.sh | sed 's|^\./||; s/\.sh$//' | grep -v -- '-build$'); }
 for a in "$@"; do case $a in
   --boot-each) boot_each=1;;
   --no-prepare) prepare="";;
   --shell) shell=1;;
   -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0;;
   -*) rig_die "unknown option $a";;
-  *) [ -f "$RIG_DIR/scenarios/$a.sh" ] || rig_die "no scenario $a (have: $(cd "$RIG_DIR/scenarios" && ls ./*.sh | sed 's|^\./||; s/\.sh$//' | tr '\n' ' '))"
+  *) { [ -f "$RIG_DIR/scenarios/$a.sh" ] && [ "${a%-build}" = "$a" ]; } || rig_die "no scenario $a (have: $(all_scenarios | tr '\n' ' '))"
      scenarios+=("$a");;
 esac; done
 if [ ${#scenarios[@]} -eq 0 ]; then
-  mapfile -t scenarios < <(cd "$RIG_DIR/scenarios" && ls ./*.sh | sed 's|^\./||; s/\.sh$//')
+  mapfile -t scenarios < <(all_scenarios)
 fi
 
 mkdir -p "$C"
@@ -40,7 +42,7 @@ elapsed() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }'
 [ -n "$prepare" ] && "$RIG_DIR/prepare.sh"
 [ -f "$C/dom0-base.cpio.gz" ] || rig_die "$C is not prepared (run xen-rig/prepare.sh)"
 mapfile -t pkgs < <(for s in "${scenarios[@]}"; do sed -n 's/^#@packages //p' "$RIG_DIR/scenarios/$s.sh"; done | tr ' ' '\n' | sed '/^$/d' | sort -u)
-"$RIG_DIR/stage-project.sh" "${pkgs[@]}"
+XEN_RIG_SCENARIOS="${scenarios[*]}" "$RIG_DIR/stage-project.sh" "${pkgs[@]}"
 
 # ------------------------------------------------------------------ initramfs overlays
 O=$C/overlay

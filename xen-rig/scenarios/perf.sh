@@ -12,9 +12,11 @@
 # Interleaving puts both models under the same host load (TCG on a busy host swings per-access times by
 # 10x between minutes); the verdict gives TS/C of the medians, of the 10th percentiles, and the median of the
 # per-pair ratios. Absolute numbers under TCG mean little: ratios only.
-# The two arm64 binaries come from the host-side build step scenarios/perf-build.sh (into perf-bin/); the
-# scenario says "skip" and passes when they were not built.
+# The two arm64 binaries come from the host-side build step scenarios/perf-build.sh (into perf-bin/), which
+# stage-project.sh runs; without them the scenario says why and fails.
 #@packages @xen-vhost/ioreq-eventfd
+#@expect RIG: ok perf reads TS/C
+#@expect RIG: ok perf kicks TS/C
 . ./lib/domu.sh
 
 N=500
@@ -22,8 +24,8 @@ BASE_C=0x2000000
 BASE_TS=0x2001000
 bin=$(pwd)/perf-bin
 if [ ! -x "$bin/perf-guest" ] || [ ! -x "$bin/perf-cdm" ]; then
-  echo "RIG: skip perf: perf-bin/perf-guest and perf-cdm were not built (run xen-rig/scenarios/perf-build.sh on the host)"
-  exit 0
+  echo "RIG: FAIL perf: perf-bin/perf-guest and perf-cdm were not built (stage-project.sh runs xen-rig/scenarios/perf-build.sh on the host)"
+  exit 1
 fi
 
 # The guest: the rig's domU initramfs plus a layer with /perf-init and /perf-guest (the kernel unpacks
