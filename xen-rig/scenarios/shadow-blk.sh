@@ -14,6 +14,7 @@
 #@expect RIG: ok shadow-blk capacity 8192 sectors
 #@expect RIG: ok shadow-blk read 5 sectors
 #@expect RIG: ok shadow-blk guest write reached the image
+#@expect RIG: ok shadow-blk xenbus states
 #@expect RIG: ok shadow-blk teardown
 . ./lib/domu.sh
 M=/opt/xen-vhost/node_modules
@@ -49,6 +50,15 @@ i=0; until grep -q '"msg":"running"' /tmp/bridge-blk.log || [ $i -ge 300 ]; do s
 grep -q '"msg":"running"' /tmp/bridge-blk.log || { echo "RIG: FAIL bridge did not start"; tail -20 /tmp/bridge-blk.log; kill $br $qsd; exit 1; }
 echo "RIG: shadow-blk bridge running"
 
+# The backend's xenbus state as the toolstack sees it, every change, until the guest is gone: the bridge
+# must say InitWait (2) before libxl's ~10 s wait ends and Connected (4) once the guest's driver found it.
+rm -f /tmp/sblk-states /tmp/sblk-stop
+( last=""
+  while [ ! -f /tmp/sblk-stop ]; do
+    v=$(xenstore-ls -f /local/domain/0/backend/virtio_disk 2>/dev/null | sed -n 's|.*/state = "*\([0-9]*\)"*$|\1|p' | head -1)
+    [ -n "$v" ] && [ "$v" != "$last" ] && { echo "$v" >> /tmp/sblk-states; last=$v; }
+    sleep 0.1
+  done ) & poll=$!
 t0=$(up)
 xl create -p /guest/domu-virtio.cfg 'name="sblk"' \
   "extra=\"console=hvc0 rdinit=/init domu.virtio=probe domu.test=blk domu.blkread=$(echo $READ | tr ' ' ,) domu.blkwrite=$WRITE\"" \
@@ -58,6 +68,7 @@ i=0; until grep -q 'device ready for the guest' /tmp/bridge-blk.log || [ $i -ge 
 echo "RIG: shadow-blk device served $(awk -v a="$t0" -v b="$(up)" 'BEGIN { printf "%.1f", b - a }') s after xl create"
 xl unpause sblk
 domu_wait sblk 240; domu_console sblk > /tmp/sblk.out; cat /tmp/sblk.out
+touch /tmp/sblk-stop; wait $poll
 
 # What the guest saw, against the image.
 grep -q '"msg":"shadow rings started"' /tmp/bridge-blk.log && echo "RIG: ok shadow-blk shadow rings (qsd has no XEN_MMAP)" \
@@ -83,6 +94,12 @@ if [ -n "$wmd5" ] && [ "$wmd5" = "$rb" ] && [ "$wmd5" = "$img" ]; then
 else
   echo "RIG: FAIL shadow-blk write: guest wrote $wmd5, read back $rb, image has $img"
 fi
+
+states=$(tr '\n' ' ' < /tmp/sblk-states)
+case " $states" in
+  *" 2 "*" 4 "*) echo "RIG: ok shadow-blk xenbus states seen: $states(InitWait while the bridge set up and libxl waited, Connected once the guest's driver found the device, then the toolstack's Closing/Closed)";;
+  *) echo "RIG: FAIL shadow-blk xenbus states seen: $states(want InitWait, then Connected)";;
+esac
 
 grep -v '"level":"debug"' /tmp/bridge-blk.log | cut -c1-300 | sed 's/^/RIG: bridge: /' | tail -25
 kill -TERM $br; wait $br; rc=$?
