@@ -5,6 +5,7 @@ export {
 export { InflightRegion, QueueRegionSplit, DescStateSplit, type InflightArea } from "./inflight.js";
 export { BackendRequestChannel, type BackendRequestHandlers, type BackendChannelEvents, type ShmemMapRequest } from "./backend-channel.js";
 export { toWireRegion, checkNoOverlap, fromCRegion, type MemoryRegionDescription } from "./memory.js";
+export { DriverRing, type CompletionMode, type DriverRingOptions, type DriverRingStats } from "./driver-ring.js";
 export { connectWithRetry, acceptOne, type RetryOptions } from "./socket.js";
 export { VhostUserError, type VhostUserErrorKind, XenMmapFlags, VirtioDeviceStatus } from "@xen-vhost/vhost-user-protocol";
 export {
