@@ -17,6 +17,7 @@
 //     serve them all, RSS, and the per-kick cost from the first and the last guest next to the 8-device run.
 //  E. RSS with 8 devices (goal <= 64 MiB).
 //   node bench/bridge.mjs [iterations=20000] [devices=1000] [guests=64]
+//   Env: SECTIONS (default "A,B,C,D,E"; B and C run together), REPEAT (rounds of section A, C and JS interleaved).
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -300,15 +301,22 @@ async function bridgeProcess(devices, guests, { kickFrom = [] } = {}) {
 
 // ---- run ------------------------------------------------------------------------------------------------------
 console.log(`xen-vhost-master bench: ${n} iterations; load average ${readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" ")} (busy machine: compare ratios, not absolutes)`);
-pinTo(process.pid);
-const a1c = await kickRelay(false);
-const a1n = await kickRelay(true);
-relayTable("A1 kick relay (QueueNotify ioreq -> kick eventfd -> IORESP_READY + notify), no simulator, 1 CPU", a1c, a1n);
-if (a1n.counted < n) throw new Error(`the bridge's doorbell counted ${a1n.counted} kicks of ${n}`);
-const a2c = await irqRelay(false);
-const a2n = await irqRelay(true);
-relayTable("A2 interrupt relay (call eventfd -> InterruptStatus -> level line; JS also takes the guest's ACK)", a2c, a2n);
-spawnSync("taskset", ["-a", "-cp", "0-63", String(process.pid)], { stdio: "ignore" });
+const sections = (process.env.SECTIONS ?? "A,B,C,D,E").split(",");
+const repeat = Number(process.env.REPEAT ?? 1);
+if (sections.includes("A")) {
+  pinTo(process.pid);
+  for (let round = 0; round < repeat; round++) {
+    const a1c = await kickRelay(false);
+    const a1n = await kickRelay(true);
+    relayTable("A1 kick relay (QueueNotify ioreq -> kick eventfd -> IORESP_READY + notify), no simulator, 1 CPU", a1c, a1n);
+    if (a1n.counted < n) throw new Error(`the bridge's doorbell counted ${a1n.counted} kicks of ${n}`);
+    const a2c = await irqRelay(false);
+    const a2n = await irqRelay(true);
+    relayTable("A2 interrupt relay (call eventfd -> InterruptStatus -> level line; JS also takes the guest's ACK)", a2c, a2n);
+  }
+  spawnSync("taskset", ["-a", "-cp", "0-63", String(process.pid)], { stdio: "ignore" });
+}
+if (sections.includes("B") || sections.includes("C")) {
 
 console.log("B  through the Bridge on the simulator (guest vCPU process -> ioreq -> Bridge -> vhost-device-rng), guest-timed");
 const b = {};
@@ -327,6 +335,8 @@ console.log("C  bring-up");
 console.log(`    Bridge.start() -> device served (backend negotiated, ioreq server, RAM mapped): ${(b.user.servedNs / 1e6).toFixed(1)} ms`);
 console.log(`    guest probe -> DRIVER_OK (driver's own steps, each an ioreq): ${(b.user.bringUpNs / 1e6).toFixed(1)} ms; guest process spawn -> bridge sees DRIVER_OK: ${(b.user.guestSpawnToDriverOkNs / 1e6).toFixed(1)} ms`);
 
+}
+if (sections.includes("E") || sections.includes("D")) {
 const small = await bridgeProcess(8, 1, { kickFrom: [1] });
 console.log("E  8 devices, 1 guest, one bridge process");
 console.log(`    served in ${small.serveMs} ms; RSS ${small.rssIdle.toFixed(1)} MiB idle, ${small.rssAfter.toFixed(1)} MiB after a guest used one (goal <= 64 MiB); SIGTERM -> exit ${small.exit} in ${small.stopMs} ms`);
@@ -337,3 +347,4 @@ console.log(`    served in ${(big.serveMs / 1000).toFixed(1)} s (${(big.serveMs 
 for (const k of big.kicks) console.log(`    guest ${k.domid}: kick median ${us(k.kick.median)} us, register read median ${us(k.read.median)} us`);
 const flat = big.kicks.map((k) => k.kick.median / small.kicks[0].kick.median);
 console.log(`    per-kick cost vs 8 devices: ${flat.map((x) => `${x.toFixed(2)}x`).join(", ")} (flat = about 1x)`);
+}

@@ -99,6 +99,23 @@ describe("UserspaceNotifier", () => {
     expect(() => irq.raise()).toThrow(expect.objectContaining({ code: "EBADF" }));
   });
 
+  it("raise() sets the line in the caller's turn; a raise and the guest's ACK in one turn leave it low", async () => {
+    const r = recorder();
+    using n = new UserspaceNotifier(r);
+    const level = n.irqfd({ line: 41, trigger: "level" });
+    const edge = n.irqfd({ line: 42 });
+    level.raise();
+    edge.raise();
+    expect(r.calls).toEqual(["41=1", "42=1", "42=0"]); // no event-loop turn needed
+    level.deassert();
+    level.raise();
+    level.deassert();
+    await settle();
+    // (a raise relayed through the eventfd would have re-asserted line 41 here, after its deassert)
+    expect(r.calls).toEqual(["41=1", "42=1", "42=0", "41=0", "41=1", "41=0"]);
+    expect(level.eventfd.read()).toBeNull();
+  });
+
   it("a throwing setIrqLevel is logged and the relay keeps running", async () => {
     const errors: string[] = [];
     const logger = { debug() {}, info() {}, warn() {}, error: (msg: string) => void errors.push(msg) };

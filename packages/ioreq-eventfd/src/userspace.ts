@@ -171,6 +171,11 @@ class UserspaceIrqfd implements Irqfd {
       return;
     }
     if ((events & PollEvents.READABLE) === 0 || this.eventfd.read() === null) return;
+    this.#assert();
+  }
+
+  /** What a signal does: an edge pulses the line, a level line goes up unless it is already. */
+  #assert(): void {
     if (this.trigger === "edge") {
       this.#setIrqLevel(this.line, 1);
       this.#setIrqLevel(this.line, 0);
@@ -184,17 +189,29 @@ class UserspaceIrqfd implements Irqfd {
     return this.#closed;
   }
 
+  /**
+   * Signals the line from this process. On this path the relay is this process, so the line is set here, in
+   * the caller's callback, rather than by writing the eventfd and setting it on the watcher's next event-loop
+   * turn (an eventfd write, a loop wake-up and a read saved per interrupt). A level line already up stays up;
+   * a failing `setIrqLevel` is logged, as on the watcher path. Writers of the eventfd itself (a back-end given
+   * it as its call fd) still go through the watcher.
+   */
   raise(): void {
     if (this.#closed) throw SysError.closed("Irqfd");
-    this.eventfd.write(1);
+    try {
+      this.#assert();
+    } catch (err) {
+      this.#logger.error("irqfd relay failed", { line: this.line, err });
+    }
   }
 
   /** Level lines: lowers the line now (the hypervisor never does on this path). */
   deassert(): void {
     if (this.#closed) throw SysError.closed("Irqfd");
     if (this.trigger !== "level" || !this.#asserted) return;
-    // A raise still queued in the eventfd is left alone: it may be a new event that arrived after the
-    // guest's acknowledgement, and re-asserting for it costs at most one spurious interrupt.
+    // A signal still queued in the eventfd (written by another process) is left alone: it may be a new
+    // event that arrived after the guest's acknowledgement, and re-asserting for it costs at most one
+    // spurious interrupt.
     this.#asserted = false;
     this.#setIrqLevel(this.line, 0);
   }
