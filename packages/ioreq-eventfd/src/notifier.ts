@@ -112,7 +112,7 @@ export interface Irqfd extends Disposable {
   readonly eventfd: EventFd;
   readonly ownsEventfd: boolean;
   readonly closed: boolean;
-  /** `eventfd.write(1)`: raise the interrupt from the device model itself. */
+  /** `eventfd.write(1)`: raise the interrupt from the device model itself (the userspace relay sets the line directly). */
   raise(): void;
   /**
    * Level lines: the interrupt condition is gone (the guest acknowledged it). Xen lowers the line now; KVM

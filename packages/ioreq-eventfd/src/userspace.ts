@@ -154,10 +154,11 @@ class UserspaceIrqfd implements Irqfd {
     this.ownsEventfd = options.eventfd === undefined;
     this.eventfd = options.eventfd ?? new EventFd();
     try {
-      // Read only when poll says readable: a caller's eventfd may be blocking (its flags belong to the
-      // shared file description, so we do not change them).
-      this.#watcher = new FdWatcher(this.eventfd.fd, (events, errno) => this.#signalled(events, errno), {
+      // The watcher reads the counter in C (drainEventfd) and only when poll says readable: a caller's
+      // eventfd may be blocking (its flags belong to the shared file description, so we do not change them).
+      this.#watcher = new FdWatcher(this.eventfd.fd, (events, errno, count) => this.#signalled(events, errno, count), {
         onError: (err) => logger.error("irqfd relay failed", { line, err }),
+        drainEventfd: true,
       }).start(PollEvents.READABLE);
     } catch (err) {
       if (this.ownsEventfd) this.eventfd.close();
@@ -165,12 +166,12 @@ class UserspaceIrqfd implements Irqfd {
     }
   }
 
-  #signalled(events: number, errno: number): void {
+  #signalled(events: number, errno: number, count: number): void {
     if (errno !== 0) {
       this.#logger.error("irqfd relay poll error", { line: this.line, errno });
       return;
     }
-    if ((events & PollEvents.READABLE) === 0 || this.eventfd.read() === null) return;
+    if ((events & PollEvents.READABLE) === 0 || count === 0) return;
     this.#assert();
   }
 
@@ -323,6 +324,7 @@ export class UserspaceNotifier implements Notifier {
     for (let i = 0; i < table.length; i++) {
       const h = table[i]!;
       if (h.matchesRaw(space, addr, len, valueLo, valueHi)) {
+        // write(1), not signal(): a caller's EventFd subclass may count the writes (xen-vhost-master's kicks)
         h.eventfd.write(1);
         return true;
       }

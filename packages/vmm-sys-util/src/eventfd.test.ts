@@ -13,6 +13,24 @@ describe("EventFd", () => {
     expect(e.read()).toBeNull();
   });
 
+  it("take() and signal(): the counter as a number and write(1), without bigints", () => {
+    using e = new EventFd();
+    expect(e.take()).toBe(0);
+    expect(e.signal()).toBe(true);
+    expect(e.signal()).toBe(true);
+    e.write(40n);
+    expect(e.take()).toBe(42);
+    expect(e.take()).toBe(0);
+    e.write(0xffff_ffff_fffe_0000n); // above 2^53: rounded, still a number
+    expect(e.take()).toBe(Number(0xffff_ffff_fffe_0000n));
+    // a full counter: signal reports false instead of blocking
+    e.write(0xffff_ffff_ffff_fffen);
+    expect(e.signal()).toBe(false);
+    e.close();
+    expect(() => e.take()).toThrow(expect.objectContaining({ code: "EBADF" }));
+    expect(() => e.signal()).toThrow(expect.objectContaining({ code: "EBADF" }));
+  });
+
   it("semaphore mode takes one per read", () => {
     using e = new EventFd({ semaphore: true, initval: 2 });
     expect(e.read()).toBe(1n);

@@ -61,6 +61,19 @@ export class EventFd implements Disposable {
     return binding().eventfdRead(this.fd);
   }
 
+  /**
+   * `read()` for hot paths: the counter as a number (rounded above 2^53), 0 if it was zero on a nonblocking
+   * fd. No bigint is allocated.
+   */
+  take(): number {
+    return binding().eventfdTake(this.fd);
+  }
+
+  /** `write(1)` for hot paths (doorbells, interrupts): no value to convert. False if the counter would overflow. */
+  signal(): boolean {
+    return binding().eventfdSignal(this.fd);
+  }
+
   /** Gives up ownership: the caller now owns the returned fd. */
   intoFd(): number {
     const fd = this.fd;

@@ -61,6 +61,10 @@ export interface NativeBinding {
   eventfd(initval: number, flags: number): number;
   eventfdRead(fd: number): bigint | null;
   eventfdWrite(fd: number, value: number | bigint): boolean;
+  /** The counter as a number, 0 if it was zero (EAGAIN). */
+  eventfdTake(fd: number): number;
+  /** Adds 1; false on EAGAIN. */
+  eventfdSignal(fd: number): boolean;
   ioctl(fd: number, request: number | bigint, arg?: number | bigint | Bytes): number;
   addressOf(view: Bytes): bigint;
   mmap(length: number | bigint, prot: number, flags: number, fd: number, offset: number | bigint): ArrayBuffer;
@@ -77,7 +81,8 @@ export interface NativeBinding {
   accept(fd: number): number | null;
   sendmsg(fd: number, data: Bytes, fds?: readonly number[]): number | null;
   recvmsg(fd: number, buf: Bytes, maxFds?: number): RecvResult | null;
-  watcherCreate(fd: number, callback: (events: number, errno: number) => void): WatcherHandle;
+  /** With `drainEventfd`, the watcher reads the eventfd's counter before each callback and passes it as `count`. */
+  watcherCreate(fd: number, callback: (events: number, errno: number, count: number) => void, drainEventfd?: boolean): WatcherHandle;
   watcherStart(handle: WatcherHandle, events: number): void;
   watcherStop(handle: WatcherHandle): void;
   watcherRef(handle: WatcherHandle, on: boolean): void;

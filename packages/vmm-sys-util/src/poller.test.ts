@@ -44,6 +44,40 @@ describe("FdWatcher", () => {
     expect((errors[0] as Error).message).toBe("listener bug");
   });
 
+  it("drainEventfd: the counter arrives as the third argument, a drained wake-up calls nothing, microtasks run after", async () => {
+    using e = new EventFd();
+    const seen: string[] = [];
+    using _w = new FdWatcher(e.fd, (_events, errno, count) => {
+      seen.push(`cb ${count} ${errno}`);
+      // a microtask queued in the callback runs before the loop polls again
+      void Promise.resolve().then(() => seen.push("microtask"));
+    }, { drainEventfd: true }).start();
+    e.write(3);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(seen).toEqual(["cb 3 0", "microtask"]);
+    expect(e.read()).toBeNull(); // the watcher reset the counter
+    // readable, but drained by someone else before the watcher ran: no callback
+    e.write(1);
+    expect(e.take()).toBe(1);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(seen).toEqual(["cb 3 0", "microtask"]);
+    e.write(2);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(seen).toEqual(["cb 3 0", "microtask", "cb 2 0", "microtask"]);
+  });
+
+  it("without drainEventfd the callback reads the fd itself and count is 0", async () => {
+    using e = new EventFd();
+    const counts: number[] = [];
+    using _w = new FdWatcher(e.fd, (_events, _errno, count) => {
+      counts.push(count);
+      e.read();
+    }).start();
+    e.write(5);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(counts).toEqual([0]);
+  });
+
   it("close is idempotent; methods after close are EBADF", () => {
     using e = new EventFd();
     const w = new FdWatcher(e.fd, () => {});
