@@ -73,7 +73,7 @@ boot() {
   local per=$(( (limit - 90) / $# )); [ $per -ge 60 ] || per=60
   local qemu=(qemu-system-aarch64 -machine virt,virtualization=on,gic-version=3 -cpu cortex-a57 -smp 2 -m 2048
     -nographic -no-reboot -kernel "$XEN"
-    -append "dom0_mem=768M dom0_max_vcpus=2 loglvl=all guest_loglvl=all console=dtuart"
+    -append "dom0_mem=1024M dom0_max_vcpus=2 loglvl=all guest_loglvl=all console=dtuart"
     -device "guest-loader,addr=0x49000000,kernel=$KERNEL,bootargs=console=hvc0 earlycon=xen rdinit=/init rig.scenarios=$list rig.timeout=$per${shell:+ rig.shell}"
     -device "guest-loader,addr=0x52000000,initrd=$C/boot/dom0-initrd.img")
   # shellcheck disable=SC2206
