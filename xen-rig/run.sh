@@ -7,11 +7,12 @@
 # Scenarios are xen-rig/scenarios/<name>.sh (default: all of them, in one boot). Each declares
 #   #@packages <workspace package>...   what stage-project.sh builds and stages for it
 #   #@expect <text>                     a line fragment that must appear in its part of the serial log
+#   #@timeout <seconds>                 its time limit inside dom0 (default 200; sized for a busy host)
 # and passes when all its #@expect fragments appear, it exits 0 and no "RIG: FAIL" line was printed.
 # --boot-each boots once per scenario (isolation at ~15 s per boot); --shell leaves a dom0 shell on the
 # terminal after the scenarios (interactive; no timeout). Exit status: 0 when every scenario passed.
-# Environment: XEN_RIG_CACHE (cache dir), XEN_RIG_BOOT_TIMEOUT (seconds per boot, default 120 + 200 per
-# scenario: generous, a busy 2-core host slows TCG 3-4x), XEN_RIG_NO_BUILD=1 (use existing dist/), XEN_RIG_XEN (hypervisor image), XEN_RIG_QEMU_ARGS.
+# Environment: XEN_RIG_CACHE (cache dir), XEN_RIG_BOOT_TIMEOUT (seconds per boot, default 120 + the scenarios'
+# limits: generous, a busy 2-core host slows TCG 3-4x; when set, the scenarios share it equally), XEN_RIG_NO_BUILD=1 (use existing dist/), XEN_RIG_XEN (hypervisor image), XEN_RIG_QEMU_ARGS.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
 C=$XEN_RIG_CACHE
@@ -65,16 +66,21 @@ mkdir -p "$C/logs"
 # boot LOG SCENARIO...: one QEMU run; the serial log (Xen + dom0 console) goes to LOG, markers to stderr
 boot() {
   local log=$1; shift
-  local list; list=$(IFS=+; echo "$*")
-  local limit=${XEN_RIG_BOOT_TIMEOUT:-$((120 + 200 * $#))}
+  # Each scenario runs under its own limit inside dom0 (#@timeout, default 200 s), so a hung one is killed
+  # there (its rc is 143) and the rest still run; dom0's /init reads "name:seconds" from rig.scenarios.
+  local s t sum=0 list=""
+  local per=""
+  if [ -n "${XEN_RIG_BOOT_TIMEOUT:-}" ]; then per=$(( (XEN_RIG_BOOT_TIMEOUT - 90) / $# )); [ $per -ge 60 ] || per=60; fi
+  for s in "$@"; do
+    t=${per:-$(sed -n 's/^#@timeout \([0-9][0-9]*\).*/\1/p' "$RIG_DIR/scenarios/$s.sh" | head -1)}
+    t=${t:-200}; sum=$((sum + t)); list+="${list:++}$s:$t"
+  done
+  local limit=${XEN_RIG_BOOT_TIMEOUT:-$((120 + sum))}
   local t0; t0=$(date +%s.%N)
-  # Each scenario gets an equal share of the boot's time inside dom0, so a hung one is killed there
-  # (its rc is 143) and the rest still run.
-  local per=$(( (limit - 90) / $# )); [ $per -ge 60 ] || per=60
   local qemu=(qemu-system-aarch64 -machine virt,virtualization=on,gic-version=3 -cpu cortex-a57 -smp 2 -m 2048
     -nographic -no-reboot -kernel "$XEN"
     -append "dom0_mem=1024M dom0_max_vcpus=2 loglvl=all guest_loglvl=all console=dtuart"
-    -device "guest-loader,addr=0x49000000,kernel=$KERNEL,bootargs=console=hvc0 earlycon=xen rdinit=/init rig.scenarios=$list rig.timeout=$per${shell:+ rig.shell}"
+    -device "guest-loader,addr=0x49000000,kernel=$KERNEL,bootargs=console=hvc0 earlycon=xen rdinit=/init rig.scenarios=$list${shell:+ rig.shell}"
     -device "guest-loader,addr=0x52000000,initrd=$C/boot/dom0-initrd.img")
   # shellcheck disable=SC2206
   qemu+=(${XEN_RIG_QEMU_ARGS:-})

@@ -10,6 +10,7 @@
 #     ioreq server for the same MMIO range (Xen would refuse the range, EEXIST, had the old server leaked;
 #     Xen hands out the lowest free server id, so it is bridge 1's id again); lc3 reads /dev/hwrng through it.
 #@packages xen-vhost-master vhost-device-rng @xen-vhost/vm-memory-xen
+#@timeout 600
 #@expect RIG: ok lifecycle lc1 read hwrng
 #@expect RIG: ok lifecycle recreate
 #@expect RIG: ok lifecycle backend killed and restarted

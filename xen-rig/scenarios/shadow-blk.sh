@@ -97,7 +97,7 @@ fi
 
 states=$(tr '\n' ' ' < /tmp/sblk-states)
 case " $states" in
-  *" 2 "*" 4 "*) echo "RIG: ok shadow-blk xenbus states seen: $states(InitWait while the bridge set up and libxl waited, Connected once the guest's driver found the device, then the toolstack's Closing/Closed)";;
+  *" 2 "*"4 "*) echo "RIG: ok shadow-blk xenbus states seen: $states(InitWait while the bridge set up and libxl waited, Connected once the guest's driver found the device, then the toolstack's Closing/Closed)";;
   *) echo "RIG: FAIL shadow-blk xenbus states seen: $states(want InitWait, then Connected)";;
 esac
 
