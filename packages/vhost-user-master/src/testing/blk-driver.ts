@@ -58,6 +58,8 @@ export interface BlkRunOptions {
 /** One slot's buffers and the three chain shapes, built once: posting a request allocates nothing. */
 interface Slot {
   readonly addr: number;
+  /** `{ token: slot index }`, the add options of every request in this slot. */
+  readonly add: { readonly token: number };
   readonly data: { addr: number; len: number };
   readonly read: ChainSpec;
   readonly write: ChainSpec;
@@ -103,7 +105,7 @@ export class BlkDriver {
       const status = { addr: addr + 16, len: 1 };
       const data = { addr: addr + 4096, len: 0 };
       this.#slots.push({
-        addr, data, i: 0, req: undefined, t0: 0,
+        addr, data, i: 0, req: undefined, t0: 0, add: { token: k },
         read: { readable: [hdr], writable: [data, status] },
         write: { readable: [hdr, data], writable: [status] },
         bare: { readable: [hdr], writable: [status] },
@@ -154,7 +156,8 @@ export class BlkDriver {
     const q = this.#q;
     let next = 0;
     let finished = 0;
-    let lastProgress = performance.now();
+    // when the current run of empty harvests began (0: the last harvest found something); read the clock only then
+    let stalledSince = 0;
     while (finished < count) {
       let posted = 0;
       while (next < count && free.length > 0) {
@@ -184,9 +187,11 @@ export class BlkDriver {
         harvested++;
         done(slot.i, c);
       }
-      if (harvested > 0) lastProgress = performance.now();
+      if (harvested > 0) stalledSince = 0;
       else {
-        if (performance.now() - lastProgress > stallMs) throw new Error(`no completion for ${stallMs} ms: ${finished} of ${count} done, ${depth - free.length} in flight`);
+        const now = performance.now();
+        if (stalledSince === 0) stalledSince = now;
+        else if (now - stalledSince > stallMs) throw new Error(`no completion for ${stallMs} ms: ${finished} of ${count} done, ${depth - free.length} in flight`);
         // the eventfd counter persists: a completion between the harvest above and this wait still wakes it
         if (ring) await ring.sleep();
         else await new Promise((r) => setImmediate(r));
@@ -206,15 +211,14 @@ export class BlkDriver {
     this.#mem.write(addr, this.#hdr);
     this.#mem.store8(addr + 16, 0xff);
     slot.data.len = req.len;
-    const token = (addr - this.#base) / this.#slotSize;
     if (req.type === VIRTIO_BLK_T_OUT) {
       if (!req.data || req.data.length !== req.len) throw new RangeError("a write needs data of len bytes");
       this.#mem.write(addr + 4096, req.data);
-      this.#q.add(slot.write, { token });
+      this.#q.add(slot.write, slot.add);
     } else if (req.len > 0) {
-      this.#q.add(slot.read, { token });
+      this.#q.add(slot.read, slot.add);
     } else {
-      this.#q.add(slot.bare, { token });
+      this.#q.add(slot.bare, slot.add);
     }
   }
 }
