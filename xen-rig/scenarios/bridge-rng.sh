@@ -4,7 +4,8 @@
 # xen-vhost-master in discovery mode run in dom0; `xl create` (4.17's virtio "disk" entry) makes a domU with
 # a virtio-mmio slot; the bridge finds it in xenstore, answers libxl's InitWait, maps the guest's RAM,
 # registers an IOREQ server and serves the slot as virtio-rng. The Linux guest binds virtio_rng and reads
-# /dev/hwrng. SIGTERM then tears the bridge down.
+# /dev/hwrng. SIGTERM then tears the bridge down. The bridge is started with the seed's own command line
+# (`--socket-path <backend socket> --name <device>`, which means discovery for that device type).
 #@packages xen-vhost-master vhost-device-rng @xen-vhost/vm-memory-xen
 #@expect RIG: bridge-rng backend listening
 #@expect RIG: bridge-rng bridge running
@@ -20,8 +21,7 @@ node "$M/vhost-device-rng/dist/main.js" -s /tmp/rng.sock --xen-mapper "$M/@xen-v
 i=0; until [ -S /tmp/rng.sock0 ] || [ $i -ge 300 ]; do sleep 0.2; i=$((i + 1)); done
 [ -S /tmp/rng.sock0 ] || { echo "RIG: FAIL backend did not listen"; cat /tmp/rng.log; exit 1; }
 echo "RIG: bridge-rng backend listening"
-echo '{ "devices": [ { "name": "rng", "socket": "/tmp/rng.sock0" } ] }' >/tmp/bridge.json
-node "$M/xen-vhost-master/dist/main.js" --config /tmp/bridge.json --log-level debug >/tmp/bridge.log 2>&1 & br=$!
+node "$M/xen-vhost-master/dist/main.js" --socket-path /tmp/rng.sock0 --name rng --log-level debug >/tmp/bridge.log 2>&1 & br=$!
 i=0; until grep -q '"msg":"running"' /tmp/bridge.log || [ $i -ge 300 ]; do sleep 0.2; i=$((i + 1)); done
 grep -q '"msg":"running"' /tmp/bridge.log || { echo "RIG: FAIL bridge did not start"; cat /tmp/bridge.log; exit 1; }
 echo "RIG: bridge-rng bridge running"
