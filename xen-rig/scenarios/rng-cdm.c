@@ -29,21 +29,11 @@
 #include <xen/memory.h>
 #include <xen/evtchn.h>
 
-/* Linux include/uapi/xen/privcmd.h, restated (its header needs kernel-internal includes); as in perf-cdm.c. */
-struct privcmd_dm_op_buf { void *uptr; size_t size; };
-struct privcmd_dm_op { domid_t dom; uint16_t num; const struct privcmd_dm_op_buf *ubufs; };
-struct privcmd_mmap_resource { domid_t dom; uint32_t type, id, idx; uint64_t num, addr; };
-struct privcmd_mmapbatch_v2 { unsigned int num; domid_t dom; uint64_t addr; const xen_pfn_t *arr; int *err; };
-#define IOCTL_PRIVCMD_DM_OP _IOC(_IOC_NONE, 'P', 5, sizeof(struct privcmd_dm_op))
-#define IOCTL_PRIVCMD_MMAP_RESOURCE _IOC(_IOC_NONE, 'P', 7, sizeof(struct privcmd_mmap_resource))
-#define IOCTL_PRIVCMD_MMAPBATCH_V2 _IOC(_IOC_NONE, 'P', 4, sizeof(struct privcmd_mmapbatch_v2))
+#include "cdm.h"
 
-#define SLOT_STATE(r) (((volatile uint8_t *)(r))[30])
 #define RAM_BASE 0x40000000ull /* GUEST_RAM0_BASE on Arm */
 #define QMAX 256
 
-static int privcmd = -1, evtchn = -1;
-static domid_t dom;
 static unsigned spi;
 static volatile sig_atomic_t stop;
 static uint8_t *ram;
@@ -54,17 +44,6 @@ static uint32_t dev_feat_sel, drv_feat_sel, status, isr, qnum, qready;
 static uint64_t drv_feat, qdesc, qavail, qused;
 static uint16_t last_avail;
 static unsigned long requests, bytes, irqs, bad;
-
-static void die(const char *what) {
-  printf("RIG: FAIL rng-cdm %s: %s\n", what, strerror(errno));
-  exit(1);
-}
-
-static int dm_op(struct xen_dm_op *op) {
-  struct privcmd_dm_op_buf buf = { op, sizeof *op };
-  struct privcmd_dm_op arg = { dom, 1, &buf };
-  return ioctl(privcmd, IOCTL_PRIVCMD_DM_OP, &arg);
-}
 
 static void set_irq(int level) {
   struct xen_dm_op op;
@@ -175,7 +154,8 @@ static void on_signal(int sig) { (void)sig; stop = 1; }
 
 int main(int argc, char **argv) {
   if (argc != 6) { fprintf(stderr, "usage: rng-cdm <domid> <base> <spi> <ram MiB> <ready-file>\n"); return 2; }
-  dom = (domid_t)strtoul(argv[1], NULL, 0);
+  cdm_name = "rng-cdm";
+  cdm_dom = (domid_t)strtoul(argv[1], NULL, 0);
   uint64_t base = strtoull(argv[2], NULL, 0), size = 0x200;
   spi = (unsigned)strtoul(argv[3], NULL, 0);
   ram_size = strtoull(argv[4], NULL, 0) << 20;
@@ -186,78 +166,41 @@ int main(int argc, char **argv) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
 
-  if ((privcmd = open("/dev/xen/privcmd", O_RDWR | O_CLOEXEC)) < 0) die("open /dev/xen/privcmd");
-  if ((evtchn = open("/dev/xen/evtchn", O_RDWR | O_CLOEXEC | O_NONBLOCK)) < 0) die("open /dev/xen/evtchn");
+  if ((cdm_privcmd = open("/dev/xen/privcmd", O_RDWR | O_CLOEXEC)) < 0) die("open /dev/xen/privcmd");
+  if ((cdm_evtchn = open("/dev/xen/evtchn", O_RDWR | O_CLOEXEC | O_NONBLOCK)) < 0) die("open /dev/xen/evtchn");
 
   /* Guest RAM: one privcmd VMA, every frame of the first bank foreign-mapped into it. */
   size_t pages = ram_size / 4096;
-  ram = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, privcmd, 0);
+  ram = mmap(NULL, ram_size, PROT_READ | PROT_WRITE, MAP_SHARED, cdm_privcmd, 0);
   if (ram == MAP_FAILED) die("mmap privcmd (RAM)");
   xen_pfn_t *gfns = calloc(pages, sizeof *gfns);
   int *errs = calloc(pages, sizeof *errs);
   for (size_t k = 0; k < pages; k++) gfns[k] = (RAM_BASE >> 12) + k;
-  struct privcmd_mmapbatch_v2 mb = { (unsigned)pages, dom, (uintptr_t)ram, gfns, errs };
-  if (ioctl(privcmd, IOCTL_PRIVCMD_MMAPBATCH_V2, &mb)) die("MMAPBATCH_V2 guest RAM");
+  struct privcmd_mmapbatch_v2 mb = { (unsigned)pages, cdm_dom, (uintptr_t)ram, gfns, errs };
+  if (ioctl(cdm_privcmd, IOCTL_PRIVCMD_MMAPBATCH_V2, &mb)) die("MMAPBATCH_V2 guest RAM");
 
-  struct xen_dm_op op;
-  memset(&op, 0, sizeof op);
-  op.op = XEN_DMOP_nr_vcpus;
-  if (dm_op(&op)) die("dm_op nr_vcpus");
-  unsigned vcpus = op.u.nr_vcpus.vcpus;
-
-  memset(&op, 0, sizeof op);
-  op.op = XEN_DMOP_create_ioreq_server;
-  if (dm_op(&op)) die("dm_op create_ioreq_server");
-  ioservid_t id = op.u.create_ioreq_server.id;
-
-  unsigned frames = (vcpus + 127) / 128;
-  size_t len = (size_t)frames * 4096;
-  void *page = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, privcmd, 0);
-  if (page == MAP_FAILED) die("mmap privcmd");
-  struct privcmd_mmap_resource res = { dom, XENMEM_resource_ioreq_server, id,
-                                       XENMEM_resource_ioreq_server_frame_ioreq(0), frames, (uintptr_t)page };
-  if (ioctl(privcmd, IOCTL_PRIVCMD_MMAP_RESOURCE, &res)) die("MMAP_RESOURCE ioreq frame");
-  ioreq_t *slots = page;
-
-  memset(&op, 0, sizeof op);
-  op.op = XEN_DMOP_map_io_range_to_ioreq_server;
-  op.u.map_io_range_to_ioreq_server.id = id;
-  op.u.map_io_range_to_ioreq_server.type = XEN_DMOP_IO_RANGE_MEMORY;
-  op.u.map_io_range_to_ioreq_server.start = base;
-  op.u.map_io_range_to_ioreq_server.end = base + size - 1;
-  if (dm_op(&op)) die("dm_op map_io_range");
-
-  memset(&op, 0, sizeof op);
-  op.op = XEN_DMOP_set_ioreq_server_state;
-  op.u.set_ioreq_server_state.id = id;
-  op.u.set_ioreq_server_state.enabled = 1;
-  if (dm_op(&op)) die("dm_op set_ioreq_server_state");
-
-  uint32_t *port_vcpu = calloc(4096, sizeof *port_vcpu);
-  uint32_t *local = calloc(vcpus, sizeof *local);
-  for (unsigned v = 0; v < vcpus; v++) {
-    struct ioctl_evtchn_bind_interdomain b = { dom, slots[v].vp_eport };
-    int p = ioctl(evtchn, IOCTL_EVTCHN_BIND_INTERDOMAIN, &b);
-    if (p < 0 || p >= 4096) die("bind interdomain");
-    port_vcpu[p] = v + 1;
-    local[v] = (uint32_t)p;
-  }
-  printf("RIG: rng-cdm ready: server %u for domain %u, %u vCPU(s), RAM %zu pages\n", id, dom, vcpus, pages);
+  struct cdm_server srv;
+  cdm_server_start(&srv, base, size);
+  ioservid_t id = srv.id;
+  unsigned vcpus = srv.vcpus;
+  ioreq_t *slots = srv.slots;
+  uint32_t *port_vcpu = srv.port_vcpu, *local = srv.local;
+  printf("RIG: rng-cdm ready: server %u for domain %u, %u vCPU(s), RAM %zu pages\n", id, cdm_dom, vcpus, pages);
   int rf = open(argv[5], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (rf >= 0) close(rf);
 
   unsigned long accesses = 0;
-  struct pollfd pfd = { evtchn, POLLIN, 0 };
+  struct pollfd pfd = { cdm_evtchn, POLLIN, 0 };
   while (!stop) {
     uint32_t ports[64];
-    ssize_t n = read(evtchn, ports, sizeof ports);
+    ssize_t n = read(cdm_evtchn, ports, sizeof ports);
     if (n < 0) {
       if (errno == EINTR) continue;
       if (errno != EAGAIN) die("read evtchn");
       if (poll(&pfd, 1, 500) < 0 && errno != EINTR) die("poll evtchn");
       continue;
     }
-    if (write(evtchn, ports, (size_t)n) != n) die("unmask");
+    if (write(cdm_evtchn, ports, (size_t)n) != n) die("unmask");
     for (ssize_t i = 0; i < n / 4; i++) {
       uint32_t p = ports[i];
       if (p >= 4096 || port_vcpu[p] == 0) continue;
@@ -278,17 +221,13 @@ int main(int argc, char **argv) {
       }
       __atomic_store_n(&SLOT_STATE(r), (uint8_t)((SLOT_STATE(r) & 0xf0) | STATE_IORESP_READY), __ATOMIC_RELEASE);
       struct ioctl_evtchn_notify nt = { local[v] };
-      if (ioctl(evtchn, IOCTL_EVTCHN_NOTIFY, &nt)) die("notify");
+      if (ioctl(cdm_evtchn, IOCTL_EVTCHN_NOTIFY, &nt)) die("notify");
     }
   }
-  memset(&op, 0, sizeof op);
-  op.op = XEN_DMOP_destroy_ioreq_server;
-  op.u.destroy_ioreq_server.id = id;
-  int drc = dm_op(&op);
-  munmap(page, len);
+  int drc = cdm_server_stop(&srv);
   munmap(ram, ram_size);
-  close(evtchn);
-  close(privcmd);
+  close(cdm_evtchn);
+  close(cdm_privcmd);
   printf("RIG: rng-cdm served %lu bytes in %lu requests; %lu accesses, %lu interrupts, %lu bad; destroy=%s\n", bytes,
          requests, accesses, irqs, bad, drc ? strerror(errno) : "ok");
   return bad ? 1 : 0;
