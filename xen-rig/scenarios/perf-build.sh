@@ -11,7 +11,7 @@ cc=${CC_ARM64:-aarch64-linux-gnu-gcc}
 # The Xen public headers are arch-neutral (arch-arm.h by __aarch64__) and live in /usr/include; searched
 # last so no x86 libc header shadows the cross sysroot's.
 for p in perf-guest perf-cdm rng-cdm; do
-  if [ ! -x "$out/$p" ] || [ "$here/$p.c" -nt "$out/$p" ]; then
+  if [ ! -x "$out/$p" ] || [ "$here/$p.c" -nt "$out/$p" ] || [ "$here/cdm.h" -nt "$out/$p" ]; then
     "$cc" -static -O2 -Wall -Wextra -Werror -idirafter /usr/include -o "$out/$p" "$here/$p.c"
     aarch64-linux-gnu-strip "$out/$p" 2>/dev/null || true
   fi
