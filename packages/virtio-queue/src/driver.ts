@@ -33,6 +33,7 @@ import {
 } from "./defs.js";
 import { VirtqueueError } from "./error.js";
 import { GuestPart, addrAdd } from "./guest-part.js";
+import { inPlace } from "./in-place.js";
 
 /** A guest buffer: `len` bytes at guest physical address `addr`. */
 export interface BufferSpec {
@@ -110,18 +111,6 @@ interface DriverViews {
   readonly used32: Uint32Array;
   /** The indirect tables, if configured and mapped in place. */
   readonly indirect: DataView | undefined;
-}
-
-/** `[addr, addr + len)` in place if it lies inside one region mapped up front, aligned to `align`. */
-function inPlace(mem: GuestMemory, addr: GuestAddress, len: number, align: number): Uint8Array | undefined {
-  try {
-    if (mem.findRegion(addr)?.mapping === undefined) return undefined;
-    const bytes = mem.slice(addr, len);
-    return bytes.byteOffset % align === 0 ? bytes : undefined;
-  } catch (e) {
-    if (e instanceof GuestMemoryError) return undefined;
-    throw e;
-  }
 }
 
 const EMPTY: readonly BufferSpec[] = [];

@@ -31,6 +31,7 @@ import {
 } from "./defs.js";
 import { VirtqueueError } from "./error.js";
 import { GuestPart, addrAdd } from "./guest-part.js";
+import { inPlace } from "./in-place.js";
 import { ChainWalker } from "./walk.js";
 
 export interface QueueOptions {
@@ -71,19 +72,6 @@ interface Rings {
   readonly used: GuestPart;
   /** Dropped (for good) once the memory is closed or unmapped: the GuestMemory path then reports it. */
   views: RingViews | undefined;
-}
-
-/** `[addr, addr + len)` in place, if it lies inside one region mapped up front; otherwise undefined. */
-function inPlace(mem: GuestMemory, addr: GuestAddress, len: number, align: number): Uint8Array | undefined {
-  try {
-    if (mem.findRegion(addr)?.mapping === undefined) return undefined;
-    const bytes = mem.slice(addr, len);
-    return bytes.byteOffset % align === 0 ? bytes : undefined;
-  } catch (e) {
-    // across two regions, or closed: the GuestMemory path handles (or reports) it
-    if (e instanceof GuestMemoryError) return undefined;
-    throw e;
-  }
 }
 
 function ringViews(mem: GuestMemory, desc: GuestAddress, avail: GuestAddress, used: GuestAddress, size: number): RingViews | undefined {
