@@ -7,6 +7,8 @@
 #ifndef CDM_H
 #define CDM_H
 #include <errno.h>
+#include <poll.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -102,6 +104,36 @@ static void cdm_server_start(struct cdm_server *s, uint64_t base, uint64_t size)
     s->port_vcpu[p] = v + 1;
     s->local[v] = (uint32_t)p;
   }
+}
+
+/* Waits for pending event-channel ports (blocking in poll, with a timeout only so that signals are noticed),
+ * unmasks them and returns how many were read into ports; 0 when nothing came (the caller loops). */
+static int cdm_wait_ports(uint32_t ports[64]) {
+  ssize_t n = read(cdm_evtchn, ports, 64 * sizeof *ports);
+  if (n < 0) {
+    if (errno == EINTR) return 0;
+    if (errno != EAGAIN) die("read evtchn");
+    struct pollfd pfd = { cdm_evtchn, POLLIN, 0 };
+    if (poll(&pfd, 1, 500) < 0 && errno != EINTR) die("poll evtchn");
+    return 0;
+  }
+  if (write(cdm_evtchn, ports, (size_t)n) != n) die("unmask");
+  return (int)(n / 4);
+}
+
+/* The ioreq of the vCPU behind local `port`, claimed (READY -> INPROCESS, acquire: the request's fields are
+ * read after Xen's release of the state), or NULL when the port is not ours or nothing is ready. */
+static ioreq_t *cdm_claim(struct cdm_server *s, uint32_t port, unsigned *vcpu) {
+  if (port >= 4096 || s->port_vcpu[port] == 0) return NULL;
+  unsigned v = s->port_vcpu[port] - 1;
+  ioreq_t *r = &s->slots[v];
+  uint8_t b = SLOT_STATE(r);
+  if ((b & 0xf) != STATE_IOREQ_READY) return NULL;
+  if (!__atomic_compare_exchange_n(&SLOT_STATE(r), &b, (uint8_t)((b & 0xf0) | STATE_IOREQ_INPROCESS), 0,
+                                   __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+    return NULL;
+  *vcpu = v;
+  return r;
 }
 
 /* Destroys the server and unmaps its ioreq page(s); 0 or -1 with errno from the destroy dm_op. */

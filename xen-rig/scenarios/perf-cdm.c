@@ -54,36 +54,20 @@ int main(int argc, char **argv) {
   cdm_server_start(&srv, base, size);
   ioservid_t id = srv.id;
   unsigned vcpus = srv.vcpus;
-  ioreq_t *slots = srv.slots;
-  uint32_t *port_vcpu = srv.port_vcpu, *local = srv.local;
+  uint32_t *local = srv.local;
   printf("RIG: perf-cdm ready: server %u for domain %u, %u vCPU(s)\n", id, cdm_dom, vcpus);
   int rf = open(argv[4], O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (rf >= 0) close(rf);
 
   unsigned long reads = 0, writes = 0, doorbells = 0, other = 0;
-  struct pollfd pfd = { cdm_evtchn, POLLIN, 0 };
   int done = 0;
   while (!done && !stop) {
     uint32_t ports[64];
-    ssize_t n = read(cdm_evtchn, ports, sizeof ports);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      if (errno != EAGAIN) die("read evtchn");
-      /* Nothing pending: block (a timeout only to notice signals). */
-      if (poll(&pfd, 1, 500) < 0 && errno != EINTR) die("poll evtchn");
-      continue;
-    }
-    if (write(cdm_evtchn, ports, (size_t)n) != n) die("unmask");
-    for (ssize_t i = 0; i < n / 4; i++) {
-      uint32_t p = ports[i];
-      if (p >= 4096 || port_vcpu[p] == 0) continue;
-      unsigned v = port_vcpu[p] - 1;
-      ioreq_t *r = &slots[v];
-      uint8_t b = SLOT_STATE(r);
-      if ((b & 0xf) != STATE_IOREQ_READY) continue;
-      if (!__atomic_compare_exchange_n(&SLOT_STATE(r), &b, (uint8_t)((b & 0xf0) | STATE_IOREQ_INPROCESS), 0,
-                                       __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
-        continue;
+    int n = cdm_wait_ports(ports);
+    for (int i = 0; i < n; i++) {
+      unsigned v;
+      ioreq_t *r = cdm_claim(&srv, ports[i], &v);
+      if (!r) continue;
       uint64_t off = r->addr - base;
       if (r->type != IOREQ_TYPE_COPY || r->data_is_ptr || r->count != 1) {
         other++;
