@@ -340,6 +340,15 @@ static napi_value EventFdCreate(napi_env env, napi_callback_info info) {
   return js_int(env, fd);
 }
 
+/* One read of an eventfd's counter, retried on EINTR: 1 with *v set, 0 when the counter is zero on a
+ * nonblocking fd (EAGAIN), -1 with errno set for a failed read, -2 for a short read (never from a real eventfd). */
+static int eventfd_read_counter(int fd, uint64_t *v) {
+  ssize_t r;
+  do r = read(fd, v, sizeof *v); while (r < 0 && errno == EINTR);
+  if (r < 0) return errno == EAGAIN ? 0 : -1;
+  return r == (ssize_t)sizeof *v ? 1 : -2;
+}
+
 /* eventfdRead(fd) -> bigint counter, or null on EAGAIN. */
 static napi_value EventFdRead(napi_env env, napi_callback_info info) {
   napi_value argv[1], out;
@@ -347,13 +356,10 @@ static napi_value EventFdRead(napi_env env, napi_callback_info info) {
   uint64_t v;
   get_args(env, info, 1, argv);
   if (!get_fd(env, argv[0], &fd)) return NULL;
-  ssize_t r;
-  do r = read(fd, &v, sizeof v); while (r < 0 && errno == EINTR);
-  if (r < 0) {
-    if (errno == EAGAIN) return js_null(env);
-    return throw_sys(env, "read", errno, "eventfd");
-  }
-  if (r != sizeof v) return throw_sys(env, "read", EIO, "eventfd: short read");
+  int got = eventfd_read_counter(fd, &v);
+  if (got == 0) return js_null(env);
+  if (got == -1) return throw_sys(env, "read", errno, "eventfd");
+  if (got == -2) return throw_sys(env, "read", EIO, "eventfd: short read");
   napi_create_bigint_uint64(env, v, &out);
   return out;
 }
@@ -382,14 +388,10 @@ static napi_value EventFdTake(napi_env env, napi_callback_info info) {
   uint64_t v;
   get_args(env, info, 1, argv);
   if (!get_fd(env, argv[0], &fd)) return NULL;
-  ssize_t r;
-  do r = read(fd, &v, sizeof v); while (r < 0 && errno == EINTR);
-  if (r < 0) {
-    if (errno == EAGAIN) v = 0;
-    else return throw_sys(env, "read", errno, "eventfd");
-  } else if (r != sizeof v) {
-    return throw_sys(env, "read", EIO, "eventfd: short read");
-  }
+  int got = eventfd_read_counter(fd, &v);
+  if (got == 0) v = 0;
+  if (got == -1) return throw_sys(env, "read", errno, "eventfd");
+  if (got == -2) return throw_sys(env, "read", EIO, "eventfd: short read");
   napi_create_double(env, (double)v, &out);
   return out;
 }
@@ -869,12 +871,11 @@ static void watcher_cb(uv_poll_t *h, int status, int events) {
   double count = 0;
   if (w->drain && status == 0 && (events & UV_READABLE)) {
     uint64_t v;
-    ssize_t r;
-    do r = read(w->fd, &v, sizeof v); while (r < 0 && errno == EINTR);
-    if (r == (ssize_t)sizeof v) count = (double)v;
-    else if (r < 0 && errno == EAGAIN) {
+    int got = eventfd_read_counter(w->fd, &v);
+    if (got == 1) count = (double)v;
+    else if (got == 0) {
       if ((events & ~UV_READABLE) == 0) return;
-    } else status = -(r < 0 ? errno : EIO);
+    } else status = -(got == -1 ? errno : EIO);
   }
   napi_env env = w->env;
   napi_handle_scope scope;
